@@ -19,7 +19,6 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/calr-stage report
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -41,3 +41,36 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+MARKER = ".calr-artifact"
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
+    """Yield an empty temp folder next to ``path``; on success it replaces ``path``.
+
+    An existing ``path`` is replaced only if calr wrote it (it holds the marker file); a user's
+    own non-empty folder is never deleted.
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not (path / MARKER).is_file():
+        raise FileExistsError(f"{path}: folder exists and was not written by calr; "
+                              f"choose another output folder or remove it yourself")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        (tmp / MARKER).write_text(marker + "\n")
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

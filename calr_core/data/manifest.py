@@ -1,0 +1,33 @@
+"""Manifest helpers: the camera check of `prepare`, and splits as plain arrays."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def check_cameras(frame: pd.DataFrame, cameras: list[int], params_path: str | Path = "params.yaml") -> None:
+    """The DAG iterates over params ``data.cameras``: it must be exactly the training cameras."""
+    found = sorted(int(c) for c in frame.loc[frame.split == "train", "camid"].unique())
+    if sorted(cameras) != found:
+        raise ValueError(f"{params_path}: data.cameras is {sorted(cameras)} but the training images "
+                         f"are from cameras {found}; set `data.cameras: {found}` in {params_path}")
+
+
+def split(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Rows of one split in manifest order (the 'sorted training order' of METHOD.md)."""
+    part = frame[frame.split == name].reset_index(drop=True)
+    if part.empty:
+        raise ValueError(f"manifest has no {name!r} images")
+    return part
+
+
+def align(ids: pd.Series | np.ndarray, reference: pd.Series | np.ndarray, what: str) -> np.ndarray:
+    """Row positions in ``reference`` of each image id in ``ids`` (matching by image identity)."""
+    index = pd.Index(reference)
+    pos = index.get_indexer(pd.Index(ids))
+    if (pos < 0).any():
+        missing = np.asarray(ids)[pos < 0][:3].tolist()
+        raise ValueError(f"{what}: {int((pos < 0).sum())} image id(s) not found, e.g. {missing}")
+    return pos

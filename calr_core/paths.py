@@ -1,0 +1,80 @@
+"""Where every artifact lives: the one place that derives paths from (phase, camera, round).
+
+dvc.yaml spells the same paths with templates; tests/stages/test_dag.py checks the two agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def round_dir(rnd: int | str) -> str:
+    """Folder name of a round: 0 -> 'round0'; 'init' (the initial model) stays 'init'."""
+    return rnd if isinstance(rnd, str) else f"round{rnd}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path = Path("artifacts")
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    # phase 1: one model per camera
+    def intra(self, cam: int, rnd: int | str) -> Path:
+        return self.root / "phase1" / f"cam{cam}" / round_dir(rnd)
+
+    def intra_features(self, cam: int, rnd: int) -> Path:
+        return self.intra(cam, rnd) / "features.parquet"
+
+    def intra_checkpoint(self, cam: int, rnd: int | str) -> Path:
+        return self.intra(cam, rnd) / "checkpoint.pt"
+
+    def intra_labels_dir(self, cam: int) -> Path:
+        return self.root / "phase1" / f"cam{cam}" / "labels"
+
+    def intra_labels(self, cam: int, rnd: int) -> Path:
+        return self.intra_labels_dir(cam) / f"{round_dir(rnd)}.parquet"
+
+    @property
+    def local_labels_dir(self) -> Path:
+        return self.root / "phase1" / "selected"
+
+    def local_labels(self, cam: int) -> Path:
+        return self.local_labels_dir / f"cam{cam}.parquet"
+
+    # phase 2: one model for all cameras
+    def inter(self, rnd: int | str) -> Path:
+        return self.root / "phase2" / round_dir(rnd)
+
+    def features(self, rnd: int) -> Path:
+        return self.inter(rnd) / "features.parquet"
+
+    def pseudo_labels(self, rnd: int) -> Path:
+        return self.inter(rnd) / "pseudo_labels.parquet"
+
+    def cluster_summary(self, rnd: int) -> Path:
+        return self.inter(rnd) / "cluster_summary.json"
+
+    def checkpoint(self, rnd: int | str) -> Path:
+        return self.inter(rnd) / "checkpoint.pt"
+
+    def ranked_list(self, rnd: int) -> Path:
+        return self.inter(rnd) / "ranked_list.png"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    def metrics(self, rnd: int) -> Path:
+        return self.metrics_dir / f"{round_dir(rnd)}.json"
+
+    @property
+    def curves(self) -> Path:
+        return self.root / "plots" / "curves.csv"
+
+    def recovery(self, phase: str, rnd: int, cam: int | None = None) -> Path:
+        """Mid-round recovery checkpoint: outside every DVC output, so a re-run finds it."""
+        name = f"{phase}-cam{cam}-{round_dir(rnd)}.pt" if cam is not None else f"{phase}-{round_dir(rnd)}.pt"
+        return self.root / ".recovery" / name

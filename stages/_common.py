@@ -1,0 +1,63 @@
+"""What every stage shares: params loading with overrides, logging, one-line errors."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.logging import RichHandler
+
+from calr_core.config import Params, load_params
+from calr_core.paths import Layout
+
+PARAMS_OPT = typer.Option(Path("params.yaml"), "--params", help="Params file every default comes from.")
+SET_OPT = typer.Option(None, "--set", "-S", metavar="SECTION.KEY=VALUE",
+                       help="Override one params.yaml setting for this run (repeatable), e.g. -S train.lr=1e-4.")
+ARTIFACTS_OPT = typer.Option(Path("artifacts"), "--artifacts", help="Folder of the pipeline's artifacts.")
+
+log = logging.getLogger("calr")
+
+
+def setup(params_path: Path, overrides: Optional[List[str]], artifacts: Path = Path("artifacts")
+          ) -> tuple[Params, Layout]:
+    """Configure logging once and load the checked params; return them with the artifact layout."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=os.environ.get("CALR_LOG", "INFO"), format="%(message)s",
+                            datefmt="[%X]", handlers=[RichHandler(show_path=False, markup=False)])
+    return load_params(params_path, overrides or ()), Layout(Path(artifacts))
+
+
+def pick(value, default):
+    """A command-line value when given, else the params.yaml default."""
+    return default if value is None else value
+
+
+def stage(fn: Callable) -> Callable:
+    """Turn expected failures (bad params, bad input files) into one red line and exit code 2.
+
+    Set CALR_DEBUG=1 to see the full traceback instead.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, OSError, KeyError) as exc:
+            if os.environ.get("CALR_DEBUG"):
+                raise
+            msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def fail(message: str) -> None:
+    """Stop the stage with a one-line error (exit 2)."""
+    raise ValueError(message)
+
+
+def echo(message: str) -> None:
+    typer.echo(message, file=sys.stdout)
