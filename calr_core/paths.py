@@ -78,3 +78,11 @@ class Layout:
         """Mid-round recovery checkpoint: outside every DVC output, so a re-run finds it."""
         name = f"{phase}-cam{cam}-{round_dir(rnd)}.pt" if cam is not None else f"{phase}-{round_dir(rnd)}.pt"
         return self.root / ".recovery" / name
+
+
+def previous(rounds, rnd: int, where: str = "rounds") -> str:
+    """The folder (``init`` or ``roundN``) whose checkpoint round ``rnd`` starts from."""
+    for r in rounds:
+        if r.id == rnd:
+            return r.prev
+    raise ValueError(f"round {rnd} is not in params {where} (ids: {[r.id for r in rounds]})")

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import typer
 
+from stages.cluster_global import cluster_global
+from stages.cluster_intra import cluster_intra, select_local
+from stages.evaluate import evaluate, report
+from stages.extract import extract
+from stages.init import init
 from stages.prepare import prepare
 from stages.synth import synth
+from stages.train import train
 
 app = typer.Typer(
     name="calr-stage",
@@ -12,7 +18,8 @@ app = typer.Typer(
          "time. Every option defaults from params.yaml; `dvc repro` runs the whole schedule.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-for command in (synth, prepare):
+for command in (synth, prepare, init, extract, cluster_intra, select_local, cluster_global, train,
+                evaluate, report):
     app.command(command.__name__.replace("_", "-"))(command)
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""Round evaluation and the per-round report: what `evaluate` and `report` compute."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from calr_core.eval import cmc_table, label_quality, pairwise_distance, rank_metrics, rerank_distance
+from calr_core.eval.picture import ranked_list_picture
+from calr_core.model.extract import extract_features
+
+
+def evaluate_model(model, root: str | os.PathLike, query: pd.DataFrame, gallery: pd.DataFrame, *,
+                   height: int, width: int, batch_size: int = 128, workers: int = 2,
+                   device: str = "auto", max_rank: int = 50, rerank: bool = False,
+                   rerank_k1: int = 20, rerank_k2: int = 6, rerank_lambda: float = 0.3,
+                   picture: str | os.PathLike | None = None, picture_queries: int = 6) -> dict:
+    """Market-protocol metrics of ``model`` on query vs gallery (frames with path/pid/camid),
+    and optionally the ranked-list picture. Returns mAP, Rank-1/5/10, mINP (fractions)."""
+    kw = dict(height=height, width=width, batch_size=batch_size, workers=workers, device=device)
+    q = extract_features(model, Path(root), query.path.tolist(), **kw)  # (Q, D)
+    g = extract_features(model, Path(root), gallery.path.tolist(), **kw)  # (G, D)
+    if rerank:
+        dist = rerank_distance(q, g, k1=rerank_k1, k2=rerank_k2, lambda_=rerank_lambda)  # (Q, G)
+    else:
+        dist = pairwise_distance(q, g)  # (Q, G)
+    ids = (query.pid.to_numpy(), gallery.pid.to_numpy(), query.camid.to_numpy(), gallery.camid.to_numpy())
+    result = cmc_table(rank_metrics(dist, *ids, max_rank=min(max_rank, len(gallery))))
+    if picture is not None:
+        ranked_list_picture(query.path.tolist(), gallery.path.tolist(), dist, *ids, root=root,
+                            out_png=picture, n_queries=picture_queries, cell=(height, width))
+    return result
+
+
+def pseudo_label_quality(labels: np.ndarray, pids: np.ndarray) -> dict:
+    """Quality of the labels training used, where ground truth is known (else empty)."""
+    if (pids < 0).any():
+        return {}
+    q = label_quality(labels, pids)
+    return {f"pl_{k}": float(v) for k, v in q.items()}
+
+
+def metrics_table(rows: list[dict]) -> pd.DataFrame:
+    """One row per round, the columns a person compares (percentages)."""
+    frame = pd.DataFrame(rows).sort_values("round").reset_index(drop=True)
+    cols = [c for c in ("round", "mAP", "Rank-1", "Rank-5", "mINP", "pl_pairwise_f", "pl_nmi",
+                        "pl_n_clusters", "pl_n_outliers") if c in frame]
+    frame = frame[cols].copy()
+    for c in ("mAP", "Rank-1", "Rank-5", "mINP", "pl_pairwise_f", "pl_nmi"):
+        if c in frame:
+            frame[c] = (100 * frame[c]).round(1)
+    return frame

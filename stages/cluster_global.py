@@ -1,0 +1,54 @@
+"""`calr-stage cluster-global`: phase 2 pseudo labels (cluster, refine, weight) of one round."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import pandas as pd
+import typer
+
+from calr_core.data.manifest import align, split
+from calr_core.io import atomic_write_text, read_features, read_table, write_table
+from calr_core.labels import cluster_global as run_clustering
+from calr_core.labels import summarize
+from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
+
+
+@stage
+def cluster_global(
+    rnd: int = typer.Option(..., "--round", help="Phase-2 round."),
+    method: Optional[str] = typer.Option(None, help="infomap | dbscan (default: params cluster.method)."),
+    refine: Optional[bool] = typer.Option(None, "--refine/--no-refine", help="Pivot refinement (default: params cluster.refine)."),
+    params: Path = PARAMS_OPT,
+    set_: Optional[List[str]] = SET_OPT,
+    artifacts: Path = ARTIFACTS_OPT,
+) -> None:
+    """Write the round's pseudo-label Parquet and a JSON summary (counts, and quality where the
+    manifest has ground truth)."""
+    p, layout = setup(params, set_, artifacts)
+    c = p.cluster
+    refine = pick(refine, c.refine)
+    frame, feats = read_features(layout.features(rnd))
+    local = np.full(len(frame), -1, np.int64)
+    if refine:  # local labels matched by image identity, never by path or position
+        for cam in p.data.cameras:
+            table = read_table("local_labels", layout.local_labels(cam))
+            local[align(table.image_id, frame.image_id, str(layout.local_labels(cam)))] = table.local_label
+    pseudo = run_clustering(
+        feats, frame.camid.to_numpy(), local if refine else None, n_cams=len(p.data.cameras),
+        rnd=rnd, n_rounds=len(p.rounds), method=pick(method, c.method), k1=c.k1, k2=c.k2,
+        eps=c.eps, dbscan_eps=c.dbscan_eps, dbscan_k1=c.dbscan_k1, dbscan_k2=c.dbscan_k2,
+        refine=refine, pivot_rule=c.pivot_rule, decay_schedule=c.decay, seed=c.seed)
+    pseudo = pd.concat([frame[["image_id", "camid"]], pseudo], axis=1)
+    write_table("pseudo_labels", pseudo, layout.pseudo_labels(rnd), {"round": rnd})
+    manifest = split(read_table("manifest", layout.manifest), "train")
+    pids = manifest.pid.to_numpy()[align(frame.image_id, manifest.image_id, str(layout.manifest))]
+    summary = {"round": rnd, **summarize(pseudo, pids)}
+    atomic_write_text(layout.cluster_summary(rnd), json.dumps(summary, indent=2) + "\n")
+    if summary["clusters"] == 0:
+        typer.secho(f"warning: round {rnd} found no cluster; training on it will fail", fg="yellow", err=True)
+    echo(f"{layout.pseudo_labels(rnd)}: {summary['clusters']} clusters, {summary['outliers']} outliers, "
+         f"{summary['removed_by_refinement']} removed by refinement"
+         + (f", pairwise F {summary['refined']['pairwise_f']:.3f}" if "refined" in summary else ""))

@@ -1,0 +1,45 @@
+"""`calr-stage extract`: eval-mode features of the training images with the previous round's model."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from calr_core.data.manifest import split
+from calr_core.io import read_table, write_features
+from calr_core.model.extract import extract_features
+from calr_core.model.state import load_model
+from calr_core.paths import previous
+from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
+
+
+@stage
+def extract(
+    rnd: int = typer.Option(..., "--round", help="Round whose clustering these features feed."),
+    cam: Optional[int] = typer.Option(None, help="Phase 1: this camera's images and model; omit for phase 2 (all cameras)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per batch (default: params extract.batch_size)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (default: params extract.device)."),
+    params: Path = PARAMS_OPT,
+    set_: Optional[List[str]] = SET_OPT,
+    artifacts: Path = ARTIFACTS_OPT,
+) -> None:
+    """Features of round R come from the checkpoint of the round before it (R=0: the initial model)."""
+    p, layout = setup(params, set_, artifacts)
+    manifest = read_table("manifest", layout.manifest)
+    train = split(manifest, "train")
+    if cam is None:
+        ckpt, out = layout.checkpoint(previous(p.rounds, rnd)), layout.features(rnd)
+    else:
+        train = train[train.camid == cam].reset_index(drop=True)
+        if train.empty:
+            raise ValueError(f"camera {cam} has no training images in {layout.manifest}")
+        ckpt = layout.intra_checkpoint(cam, previous(p.intra.rounds, rnd, "intra.rounds"))
+        out = layout.intra_features(cam, rnd)
+    feats = extract_features(load_model(ckpt), manifest.attrs["root"], train.path.tolist(),
+                             height=p.model.height, width=p.model.width,
+                             batch_size=pick(batch_size, p.extract.batch_size),
+                             workers=p.extract.workers, device=pick(device, p.extract.device))
+    write_features(out, train.image_id, train.camid, feats,
+                   {"round": rnd, "camera": cam, "checkpoint": str(ckpt)})
+    echo(f"{out}: {feats.shape[0]} x {feats.shape[1]} features from {ckpt}")

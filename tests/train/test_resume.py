@@ -1,0 +1,72 @@
+"""Exact resume: a round killed with SIGKILL mid-way and re-run ends with the same weights."""
+import logging
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from calr_core.io.checkpoint import load_checkpoint
+from calr_core.model.backbone import build_model
+from calr_core.train.loop import train_round
+
+REPO = Path(__file__).resolve().parents[2]
+ITERS, EVERY = 8, 2
+
+
+def _round(world, recovery=None, workers=0, iters=ITERS):
+    """The same round as `python -m calr_core.train.ddp_check` runs (ResNet-18, 3 cameras)."""
+    model = build_model("resnet18", weights="none", seed=1)
+    return train_round(model, **world, n_cams=3, iters=iters, batch_size=8, num_instances=4,
+                       height=64, width=32, recovery_path=recovery, save_every=EVERY,
+                       workers=workers, device="cpu", progress=False)
+
+
+def _kill_after_first_recovery(world_dir: Path, out: Path, recovery: Path) -> None:
+    cmd = [sys.executable, "-m", "calr_core.train.ddp_check", "--world", str(world_dir), "--out", str(out),
+           "--iters", str(ITERS), "--save-every", str(EVERY), "--recovery", str(recovery),
+           "--batch", "8", "--instances", "4", "--workers", "1", "--threads", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not recovery.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"training exited (rc {proc.returncode}) before its first recovery checkpoint: "
+                        f"{proc.stderr.read().decode()[-2000:]}")
+        assert time.monotonic() < deadline, "no recovery checkpoint within 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "rank0.pt").exists()
+
+
+def test_killed_round_resumes_to_identical_weights(world, tmp_path, caplog):
+    recovery = tmp_path / "recovery.pt"
+    _kill_after_first_recovery(world["root"], tmp_path / "out", recovery)
+    done = load_checkpoint(recovery)["iters_done"]
+    assert 0 < done < ITERS and done % EVERY == 0
+
+    with caplog.at_level(logging.INFO, logger="calr_core.train.recovery"):
+        resumed = _round(world, recovery=recovery)  # 0 workers here, 1 in the killed run
+    assert f"at iteration {done}" in caplog.text
+    assert not recovery.exists()  # deleted once the round completes
+    straight = _round(world)
+
+    for part in ("model", "memory", "camera_head"):
+        for key, value in straight[part].items():
+            assert torch.equal(value, resumed[part][key]), f"{part}.{key} differs after resume"
+    for pid, s in straight["optimizer"]["state"].items():
+        assert torch.equal(s["exp_avg_sq"], resumed["optimizer"]["state"][pid]["exp_avg_sq"])
+    assert straight["loss"] == pytest.approx(resumed["loss"], rel=1e-6)
+
+
+def test_stale_recovery_is_ignored(world, tmp_path, caplog):
+    recovery = tmp_path / "recovery.pt"
+    torch.save({"fingerprint": "other", "iters_done": 4}, recovery)
+    with caplog.at_level(logging.WARNING, logger="calr_core.train.recovery"):
+        state = _round(world, recovery=recovery, iters=2)
+    assert "other inputs" in caplog.text and state["iters_done"] == 2 and not recovery.exists()
