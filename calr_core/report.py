@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calr_core.eval import cmc_table, label_quality, pairwise_distance, rank_metrics, rerank_distance
+from calr_core.eval import (cmc_table, evaluate_features, label_quality, pairwise_distance,
+                            rerank_evaluate)
 from calr_core.eval.picture import ranked_list_picture
 from calr_core.model.extract import extract_features
 
@@ -22,21 +23,24 @@ def evaluate_model(model, root: str | os.PathLike, query: pd.DataFrame, gallery:
     kw = dict(height=height, width=width, batch_size=batch_size, workers=workers, device=device)
     q = extract_features(model, Path(root), query.path.tolist(), **kw)  # (Q, D)
     g = extract_features(model, Path(root), gallery.path.tolist(), **kw)  # (G, D)
-    if rerank:
-        dist = rerank_distance(q, g, k1=rerank_k1, k2=rerank_k2, lambda_=rerank_lambda)  # (Q, G)
-    else:
-        dist = pairwise_distance(q, g)  # (Q, G)
     ids = (query.pid.to_numpy(), gallery.pid.to_numpy(), query.camid.to_numpy(), gallery.camid.to_numpy())
-    result = cmc_table(rank_metrics(dist, *ids, max_rank=min(max_rank, len(gallery))))
-    if picture is not None:
-        ranked_list_picture(query.path.tolist(), gallery.path.tolist(), dist, *ids, root=root,
-                            out_png=picture, n_queries=picture_queries, cell=(height, width))
+    if rerank:
+        rr = dict(k1=rerank_k1, k2=rerank_k2, lambda_=rerank_lambda)
+        result = cmc_table(rerank_evaluate(q, g, *ids, max_rank=max_rank, device=device, **rr))
+    else:
+        result = cmc_table(evaluate_features(q, g, *ids, max_rank=max_rank, device=device))
+    if picture is not None:  # plain distances of the shown queries only: bounded memory
+        shown = np.flatnonzero(np.isin(ids[0], ids[1]))[:picture_queries]
+        dist = pairwise_distance(q[shown], g)  # (S, G)
+        ranked_list_picture([query.path.iloc[i] for i in shown], gallery.path.tolist(), dist,
+                            ids[0][shown], *ids[1:2], ids[2][shown], ids[3], root=root,
+                            out_png=picture, query_indices=range(len(shown)), cell=(height, width))
     return result
 
 
 def pseudo_label_quality(labels: np.ndarray, pids: np.ndarray) -> dict:
-    """Quality of the labels training used, where ground truth is known (else empty)."""
-    if (pids < 0).any():
+    """Quality of the labels training used against ground truth (images of unknown id dropped)."""
+    if not (pids >= 0).any():
         return {}
     q = label_quality(labels, pids)
     return {f"pl_{k}": float(v) for k, v in q.items()}

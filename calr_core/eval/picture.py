@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from calr_core.io.atomic import atomic_path
 
 PAD, GAP, LABEL, FRAME = 4, 12, 14, 3
-GREEN, RED, BLUE = (0, 170, 0), (220, 0, 0), (40, 90, 220)
+GREEN, RED, BLUE, GREY = (0, 170, 0), (220, 0, 0), (40, 90, 220), (150, 150, 150)
 
 
 def cell_origin(row: int, col: int, cell: tuple[int, int]) -> tuple[int, int]:
@@ -46,7 +46,8 @@ def ranked_list_picture(query_paths: Sequence[str], gallery_paths: Sequence[str]
 
     dist: (Q, G) distances; paths are relative to ``root``. Queries shown: ``query_indices``, or
     by default the first ``n_queries`` queries that have a true match. Ranking ties follow
-    gallery index (stable sort), as in ``rank_metrics``. Query frames are blue.
+    gallery index (stable sort), as in ``rank_metrics``. Query frames are blue. A query of
+    unknown identity (pid < 0, e.g. `calr-stage search`) keeps its whole ranked list, framed grey.
     """
     dist = np.asarray(dist)
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
@@ -71,10 +72,12 @@ def ranked_list_picture(query_paths: Sequence[str], gallery_paths: Sequence[str]
         canvas.paste(_tile(root / query_paths[qi], cell, BLUE), (x, y))
         draw.text((x + 2, y + h + 1), f"q{qi}", fill=(0, 0, 0))
         order = np.argsort(dist[qi], kind="stable")
-        order = order[~((g_pids[order] == q_pids[qi]) & (g_camids[order] == q_camids[qi]))]
+        known = q_pids[qi] >= 0
+        if known:
+            order = order[~((g_pids[order] == q_pids[qi]) & (g_camids[order] == q_camids[qi]))]
         for rank, gi in enumerate(order[:top_k], start=1):
             x, y = cell_origin(row, rank, cell)
-            colour = GREEN if g_pids[gi] == q_pids[qi] else RED
+            colour = GREY if not known else GREEN if g_pids[gi] == q_pids[qi] else RED
             canvas.paste(_tile(root / gallery_paths[gi], cell, colour), (x, y))
             draw.text((x + 2, y + h + 1), f"#{rank} {dist[qi, gi]:.2f}", fill=(0, 0, 0))
     with atomic_path(out_png) as tmp:
