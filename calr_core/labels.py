@@ -67,7 +67,7 @@ def cluster_global(features: np.ndarray, camids: np.ndarray, local_labels: np.nd
             raise ValueError("refinement needs the phase-1 local labels (or set cluster.refine: false)")
         p = decay(decay_schedule, rnd, n_rounds)
         label, refined = refine_labels(raw, pivots, camids, local_labels, p=p, seed=seed + rnd)
-    weights = camera_weights(label, camids, n_cams) if n_clusters else np.zeros(0, np.float32)
+    weights = camera_weights(label, camids, n_cams, n_clusters) if n_clusters else np.zeros(0, np.float32)
     is_pivot = np.zeros(len(raw), bool)
     is_pivot[pivots[pivots >= 0]] = True
     log.info("round %d: %d clusters, %d outliers, %d images removed by refinement",

@@ -5,14 +5,8 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
-import pandas as pd
 import typer
 
-from calr_core.data.manifest import align, split
-from calr_core.io import atomic_write_text, read_features, read_table, write_table
-from calr_core.labels import cluster_global as run_clustering
-from calr_core.labels import summarize
 from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
 
 
@@ -27,6 +21,13 @@ def cluster_global(
 ) -> None:
     """Write the round's pseudo-label Parquet and a JSON summary (counts, and quality where the
     manifest has ground truth)."""
+    import numpy as np
+    import pandas as pd
+    from calr_core.data.manifest import align, split
+    from calr_core.io import atomic_write_text, read_features, read_table, write_table
+    from calr_core.labels import cluster_global as run_clustering
+    from calr_core.labels import summarize
+
     p, layout = setup(params, set_, artifacts)
     c = p.cluster
     refine = pick(refine, c.refine)

@@ -4,11 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-import pandas as pd
 import typer
 
-from calr_core.io import read_features, read_table, write_table
-from calr_core.labels import best_round, cluster_camera
 from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, setup, stage
 
 
@@ -21,6 +18,10 @@ def cluster_intra(
     artifacts: Path = ARTIFACTS_OPT,
 ) -> None:
     """Cluster one camera's features (Jaccard + average linkage); record the silhouette."""
+    import pandas as pd
+    from calr_core.io import read_features, write_table
+    from calr_core.labels import cluster_camera
+
     p, layout = setup(params, set_, artifacts)
     frame, feats = read_features(layout.intra_features(cam, rnd))
     q = p.intra
@@ -41,6 +42,9 @@ def select_local(
     artifacts: Path = ARTIFACTS_OPT,
 ) -> None:
     """Keep the local labels of the intra round with the highest silhouette (phase 1 selection)."""
+    from calr_core.io import read_table, write_table
+    from calr_core.labels import best_round
+
     p, layout = setup(params, set_, artifacts)
     tables = [read_table("local_labels", layout.intra_labels(cam, r.id)) for r in p.intra.rounds]
     best = best_round(tables)

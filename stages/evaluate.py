@@ -7,10 +7,6 @@ from typing import List, Optional
 
 import typer
 
-from calr_core.data.manifest import align, split
-from calr_core.io import atomic_path, atomic_write_text, read_table
-from calr_core.model.state import load_model
-from calr_core.report import evaluate_model, metrics_table, pseudo_label_quality
 from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
 
 
@@ -24,6 +20,11 @@ def evaluate(
 ) -> None:
     """mAP, Rank-1/5/10 and mINP on query/gallery, the quality of the round's pseudo labels
     against ground truth, cluster counts, and a ranked-list picture."""
+    from calr_core.data.manifest import align, split
+    from calr_core.io import atomic_write_text, read_table
+    from calr_core.model.state import load_model
+    from calr_core.report import evaluate_model, pseudo_label_quality
+
     p, layout = setup(params, set_, artifacts)
     e = p.evaluate
     manifest = read_table("manifest", layout.manifest)
@@ -51,6 +52,9 @@ def report(
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
     """Collect every round's metrics into the curves file of `dvc plots` and print the table."""
+    from calr_core.io import atomic_path
+    from calr_core.report import metrics_table
+
     p, layout = setup(params, set_, artifacts)
     files = [layout.metrics(r.id) for r in p.rounds if layout.metrics(r.id).is_file()]
     if not files:

@@ -6,10 +6,6 @@ from typing import List, Optional
 
 import typer
 
-from calr_core.data.manifest import split
-from calr_core.io import read_table, write_features
-from calr_core.model.extract import extract_features
-from calr_core.model.state import load_model
 from calr_core.paths import previous
 from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
 
@@ -25,6 +21,11 @@ def extract(
     artifacts: Path = ARTIFACTS_OPT,
 ) -> None:
     """Features of round R come from the checkpoint of the round before it (R=0: the initial model)."""
+    from calr_core.data.manifest import split
+    from calr_core.io import read_table, write_features
+    from calr_core.model.extract import extract_features
+    from calr_core.model.state import load_model
+
     p, layout = setup(params, set_, artifacts)
     manifest = read_table("manifest", layout.manifest)
     train = split(manifest, "train")

@@ -6,7 +6,6 @@ from typing import List, Optional
 
 import typer
 
-from calr_core.model.state import save_initial
 from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, setup, stage
 
 
@@ -18,6 +17,8 @@ def init(
     artifacts: Path = ARTIFACTS_OPT,
 ) -> None:
     """Write the initial model (params `model`: arch, pooling, weights, seed) as round 'init'."""
+    from calr_core.model.state import save_initial
+
     p, layout = setup(params, set_, artifacts)
     out = layout.checkpoint("init") if cam is None else layout.intra_checkpoint(cam, "init")
     m = p.model

@@ -6,9 +6,6 @@ from typing import List, Optional
 
 import typer
 
-from calr_core.data.datasets import read_dataset
-from calr_core.data.manifest import check_cameras
-from calr_core.io import write_table
 from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
 
 
@@ -24,6 +21,10 @@ def prepare(
     artifacts: Path = ARTIFACTS_OPT,
 ) -> None:
     """Write the manifest (image_id, path, camid, split, pid) and check the cameras in params."""
+    from calr_core.data.datasets import read_dataset
+    from calr_core.data.manifest import check_cameras
+    from calr_core.io import write_table
+
     p, layout = setup(params, set_, artifacts)
     dataset, root = pick(dataset, p.data.dataset), pick(root, Path(p.data.root))
     out = pick(out, layout.manifest)

@@ -6,8 +6,6 @@ from typing import List, Optional
 
 import typer
 
-from calr_core.data.synth import SIZES, render_world
-from calr_core.io.atomic import atomic_dir
 from stages._common import PARAMS_OPT, SET_OPT, echo, pick, setup, stage
 
 
@@ -16,11 +14,14 @@ def synth(
     out: Optional[Path] = typer.Option(None, help="Folder to write (default: params data.root). "
                                        "Replaced only if an earlier `synth` wrote it."),
     seed: Optional[int] = typer.Option(None, help="World seed (default: params data.synth_seed)."),
-    size: Optional[str] = typer.Option(None, help=f"Preset size: {', '.join(SIZES)} (default: params data.synth_size)."),
+    size: Optional[str] = typer.Option(None, help="Preset size: tiny | demo | market (default: params data.synth_size)."),
     params: Path = PARAMS_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
     """Render pedestrians seen by cameras that distort differently (train/query/gallery)."""
+    from calr_core.data.synth import SIZES, render_world
+    from calr_core.io.atomic import atomic_dir
+
     p, _ = setup(params, set_)
     out, seed, size = pick(out, Path(p.data.root)), pick(seed, p.data.synth_seed), pick(size, p.data.synth_size)
     if size not in SIZES:

@@ -7,12 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from calr_core.data.manifest import align, split
-from calr_core.io import load_checkpoint, read_features, read_table, save_checkpoint
-from calr_core.labels import class_weights
-from calr_core.model.state import load_model
 from calr_core.paths import previous
-from calr_core.train.loop import train_round
 from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
 
 
@@ -31,8 +26,17 @@ def train(
 
     A killed run resumes from its recovery checkpoint (every train.save_every iterations) when
     re-run with the same inputs, and ends with the same weights as an uninterrupted run.
+    Several GPUs: `torchrun --nproc_per_node N $(which calr-stage) train --round R`.
     """
+    from calr_core.data.manifest import align, split
+    from calr_core.io import load_checkpoint, read_features, read_table, save_checkpoint
+    from calr_core.labels import class_weights
+    from calr_core.model.state import load_model
+    from calr_core.train import distributed as du
+    from calr_core.train.loop import train_round
+
     p, layout = setup(params, set_, artifacts)
+    rank, _, _ = du.init_distributed(pick(device, p.train.device))
     t, q = p.train, p.intra
     manifest = split(read_table("manifest", layout.manifest), "train")
     if cam is None:
@@ -62,6 +66,9 @@ def train(
         width=p.model.width, weight_decay=t.weight_decay, step_size=t.step_size, gamma=t.gamma,
         temp=t.temp, momentum=t.momentum, memory_mode=t.memory, bn_group=t.bn_group,
         save_every=t.save_every, seed=t.seed, device=pick(device, t.device), workers=t.workers, **kw)
+    du.cleanup()
+    if rank != 0:
+        return
     save_checkpoint(out, {**state, "kind": "trained", "model_args": start["model_args"],
                           "round": rnd, "camera": cam, "resolved_params": dataclasses.asdict(p)})
     echo(f"{out}: round {rnd}{'' if cam is None else f' camera {cam}'}: {kw['iters']} iterations, "
