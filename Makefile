@@ -19,12 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@$(BIN)/calr-stage report
 
 test: setup
 	$(BIN)/python -m pytest -q
 
+# All benchmarks (tens of minutes on 2 cores); figures land in benchmarks/results/*.json.
 bench: setup
-	$(BIN)/python -m benchmarks.run
+	for b in jaccard eval extract train; do $(BIN)/python -m benchmarks.bench_$$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

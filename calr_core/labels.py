@@ -13,6 +13,7 @@ import pandas as pd
 
 from calr_core.cluster import (agglomerative, camera_weights, dbscan, decay, infomap_cluster,
                                jaccard_distance, refine_labels, select_pivots, silhouette)
+from calr_core.cluster.knn import check_features
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ def cluster_global(features: np.ndarray, camids: np.ndarray, local_labels: np.nd
     ``local_labels`` is aligned to the rows of ``features`` (-1 where an image has none).
     Returns one row per image with the pseudo-label columns except ``image_id``/``camid``.
     """
+    check_features(features)
+    if len(camids) != len(features) or (local_labels is not None and len(local_labels) != len(features)):
+        raise ValueError(f"features: {len(features)} rows but {len(camids)} camera ids"
+                         + ("" if local_labels is None else f" and {len(local_labels)} local labels"))
     if method == "infomap":
         result = infomap_cluster(features, k=k1, eps=eps, min_size=k2, seed=seed)
         raw, density = result.labels, result.density

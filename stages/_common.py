@@ -28,6 +28,7 @@ def setup(params_path: Path, overrides: Optional[List[str]], artifacts: Path = P
     if not logging.getLogger().handlers:
         logging.basicConfig(level=os.environ.get("CALR_LOG", "INFO"), format="%(message)s",
                             datefmt="[%X]", handlers=[RichHandler(show_path=False, markup=False)])
+        logging.getLogger("faiss").setLevel(logging.WARNING)  # its import-time chatter
     return load_params(params_path, overrides or ()), Layout(Path(artifacts))
 
 

@@ -56,6 +56,9 @@ def train(
         kw = dict(labels=labels.local_label.to_numpy(), iters=pick(iters, q.iters),
                   batch_size=q.batch_size, num_instances=q.num_instances, lr=pick(lr, q.lr),
                   recovery_path=layout.recovery("phase1", rnd, cam))
+    if (kw["labels"] < 0).all():
+        raise ValueError(f"round {rnd}: every image is an outlier (no cluster): nothing to train on; "
+                         f"check the clustering settings or the previous round's model")
     rows = manifest.iloc[align(labels.image_id, manifest.image_id, str(layout.manifest))]
     start = load_checkpoint(prev, required=("model_args",))
     state = train_round(

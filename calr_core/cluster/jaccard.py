@@ -27,25 +27,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from calr_core.cluster.knn import Backend, knn
+from calr_core.cluster.knn import Backend, check_features, knn
 
 log = logging.getLogger(__name__)
 
 
 def _validate(features: np.ndarray, k1: int, k2: int) -> None:
-    if not isinstance(features, np.ndarray) or features.ndim != 2:
-        raise ValueError(f"features: expected a 2-d (N, D) numpy array, got {type(features).__name__} "
-                         f"with shape {getattr(features, 'shape', None)}")
-    if features.dtype != np.float32:
-        raise ValueError(f"features: expected dtype float32, got {features.dtype}")
+    check_features(features)
     n = len(features)
-    if not np.isfinite(features).all():
-        row = int(np.flatnonzero(~np.isfinite(features).all(1))[0])
-        raise ValueError(f"features: row {row} contains NaN or inf")
-    norms = np.linalg.norm(features, axis=1)
-    if (np.abs(norms - 1) > 1e-3).any():
-        row = int(np.flatnonzero(np.abs(norms - 1) > 1e-3)[0])
-        raise ValueError(f"features: rows must be L2-normalised (norm 1 +- 1e-3); row {row} has norm {norms[row]:.4g}")
     if not 1 <= k1 < n:
         raise ValueError(f"k1={k1}: expected 1 <= k1 < N={n}")
     if k2 < 1:

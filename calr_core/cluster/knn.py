@@ -108,3 +108,20 @@ def knn(features: np.ndarray, k: int, backend: Backend = "auto",
     else:
         sims, idx = _search_faiss(x, k, chunk, gpu=name == "faiss-gpu")
     return _self_first(x, sims.astype(np.float32), idx)
+
+
+def check_features(features: np.ndarray) -> None:
+    """Features to cluster must be a finite float32 (N, D) array of L2-normalised rows."""
+    if not isinstance(features, np.ndarray) or features.ndim != 2:
+        raise ValueError(f"features: expected a 2-d (N, D) numpy array, got {type(features).__name__} "
+                         f"with shape {getattr(features, 'shape', None)}")
+    if features.dtype != np.float32:
+        raise ValueError(f"features: expected dtype float32, got {features.dtype}")
+    finite = np.isfinite(features).all(1)
+    if not finite.all():
+        raise ValueError(f"features: row {int(np.flatnonzero(~finite)[0])} contains NaN or inf")
+    norms = np.linalg.norm(features, axis=1)
+    bad = np.abs(norms - 1) > 1e-3
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"features: rows must be L2-normalised (norm 1 +- 1e-3); row {row} has norm {norms[row]:.4g}")

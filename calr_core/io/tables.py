@@ -122,8 +122,8 @@ def write_features(path: str | os.PathLike, image_ids, camids, features: np.ndar
 def read_features(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
     """Return (frame of image_id/camid with metadata in attrs, (N, D) float32 features).
 
-    The feature column is one contiguous float32 buffer: it becomes the array with one copy at
-    most, never a per-row Python loop.
+    The feature column is one contiguous float32 buffer: it becomes the (writable) array with
+    one copy at most, never a per-row Python loop.
     """
     path = Path(path)
     table = _open("features", path)
@@ -132,6 +132,8 @@ def read_features(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
         raise ArtifactError(f"{path}: column 'feature' must be a fixed-size list of float32")
     d = col.type.list_size
     feats = col.flatten().to_numpy(zero_copy_only=False).reshape(len(table), d)  # (N, D)
+    if not feats.flags.writeable:  # Arrow's zero-copy view is read-only; torch wants writable
+        feats = feats.copy()
     frame = table.select(["image_id", "camid"]).to_pandas()
     frame.attrs.update(read_metadata(path))
     return frame, feats

@@ -111,7 +111,7 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else amp
     rank, world = du.rank(), du.world_size()
-    labels_t, camids_t = torch.as_tensor(np.asarray(labels)).long(), torch.as_tensor(np.asarray(camids)).long()
+    labels_t, camids_t = torch.as_tensor(np.array(labels)).long(), torch.as_tensor(np.array(camids)).long()
     feats0 = torch.as_tensor(init_features).float().cpu()  # (N, D)
     n = len(paths)
     if labels_t.shape != (n,) or camids_t.shape != (n,):
