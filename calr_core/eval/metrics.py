@@ -37,6 +37,8 @@ def _as_ids(x, n: int, name: str, device: torch.device) -> torch.Tensor:
         raise ValueError(f"{name}: expected integer ids, got dtype {a.dtype}")
     if a.ndim != 1 or a.shape[0] != n:
         raise ValueError(f"{name}: expected a 1-d array of length {n}, got shape {tuple(a.shape)}")
+    if isinstance(a, np.ndarray):  # ids from Arrow-backed pandas columns are read-only views
+        a = a.astype(np.int64, copy=not a.flags.writeable)
     return torch.as_tensor(a).to(device=device, dtype=torch.int64)
 
 
