@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from calr_core.device import resolve_device
 from calr_core.io.atomic import atomic_write_text
 from calr_core.model.backbone import build_model
-from calr_core.model.extract import embed, extract_features, resolve_device
+from calr_core.model.extract import embed, extract_features
 
 RESULTS = Path(__file__).parent / "results"
 

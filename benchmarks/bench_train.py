@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from calr_core.device import resolve_device
 from calr_core.io.atomic import atomic_write_text
 from calr_core.model.backbone import build_model
 from calr_core.model.camera import CameraClassifier
-from calr_core.model.extract import resolve_device
 from calr_core.train.loop import train_step
 from calr_core.train.memory import ClusterMemory
 

@@ -11,8 +11,17 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from calr_core.cluster import (agglomerative, camera_weights, dbscan, decay, infomap_cluster,
-                               jaccard_distance, refine_labels, select_pivots, silhouette)
+from calr_core.cluster import (
+    agglomerative,
+    camera_weights,
+    dbscan,
+    decay,
+    infomap_cluster,
+    jaccard_distance,
+    refine_labels,
+    select_pivots,
+    silhouette,
+)
 from calr_core.cluster.knn import check_features
 
 log = logging.getLogger(__name__)

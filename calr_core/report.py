@@ -7,8 +7,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from calr_core.eval import (cmc_table, evaluate_features, label_quality, pairwise_distance,
-                            rerank_evaluate)
+from calr_core.eval import (
+    cmc_table,
+    evaluate_features,
+    label_quality,
+    pairwise_distance,
+    rerank_evaluate,
+)
 from calr_core.eval.picture import ranked_list_picture
 from calr_core.model.extract import extract_features
 

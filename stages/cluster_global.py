@@ -23,6 +23,7 @@ def cluster_global(
     manifest has ground truth)."""
     import numpy as np
     import pandas as pd
+
     from calr_core.data.manifest import align, split
     from calr_core.io import atomic_write_text, read_features, read_table, write_table
     from calr_core.labels import cluster_global as run_clustering

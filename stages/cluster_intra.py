@@ -19,6 +19,7 @@ def cluster_intra(
 ) -> None:
     """Cluster one camera's features (Jaccard + average linkage); record the silhouette."""
     import pandas as pd
+
     from calr_core.io import read_features, write_table
     from calr_core.labels import cluster_camera
 

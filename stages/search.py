@@ -22,7 +22,8 @@ def search(
 ) -> None:
     """Print the top-k gallery images of each query with their distances (smaller = closer)."""
     from calr_core.model.state import load_model
-    from calr_core.search import gallery_frame, search as run_search
+    from calr_core.search import gallery_frame
+    from calr_core.search import search as run_search
 
     p, _ = setup(params, set_)
     root, frame = gallery_frame(gallery)

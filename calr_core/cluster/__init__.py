@@ -1,7 +1,14 @@
 """Clustering engine: exact kNN, k-reciprocal Jaccard distance, DBSCAN / agglomerative / Infomap
 clustering, silhouette, and the camera-aware refinement and cluster weights (METHOD.md)."""
-from calr_core.cluster.clusterers import (InfomapResult, agglomerative, dbscan, densify, infomap_cluster,
-                                          knn_graph, silhouette)
+from calr_core.cluster.clusterers import (
+                                          InfomapResult,
+                                          agglomerative,
+                                          dbscan,
+                                          densify,
+                                          infomap_cluster,
+                                          knn_graph,
+                                          silhouette,
+)
 from calr_core.cluster.jaccard import jaccard_distance
 from calr_core.cluster.knn import knn
 from calr_core.cluster.refine import camera_weights, decay, refine_labels, select_pivots

@@ -27,7 +27,12 @@ import numpy as np
 from PIL import Image
 
 from calr_core.data.datasets import read_dataset
-from calr_core.data.synth_render import VIEWS, render_image, sample_camera, sample_identity
+from calr_core.data.synth_render import (
+    VIEWS,
+    render_image,
+    sample_camera,
+    sample_identity,
+)
 
 log = logging.getLogger(__name__)
 

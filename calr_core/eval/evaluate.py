@@ -12,25 +12,13 @@ copy of the queries only (the gallery's norms are divided out of each block).
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from calr_core.device import Device, resolve_device
 from calr_core.eval.metrics import GalleryIndex, _Accumulator, _as_ids, query_stats
-
-Device = Literal["auto", "cpu", "cuda"]
-
-
-def resolve_device(device: Device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device: expected 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: 'cuda' requested but torch.cuda.is_available() is False")
-    return torch.device(device)
 
 
 def _checked(feats, name: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,9 +79,15 @@ def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, max_
     Q, G = len(q_feats), len(g_feats)
     qp, qc = _as_ids(q_pids, Q, "q_pids", dev), _as_ids(q_camids, Q, "q_camids", dev)
     gal = GalleryIndex.build(_as_ids(g_pids, G, "g_pids", dev), _as_ids(g_camids, G, "g_camids", dev))
+    return metrics_from_chunks(distance_chunks(q_feats, g_feats, chunk, dev), qp, qc, gal, max_rank)
+
+
+def metrics_from_chunks(chunks, qp: torch.Tensor, qc: torch.Tensor, gal: GalleryIndex,
+                        max_rank: int, block: int = 256) -> dict:
+    """The ``rank_metrics`` dict from (start row, (C, G) distances) chunks of the query rows,
+    ``block`` rows of statistics at a time: memory never holds more than one chunk."""
     acc = _Accumulator(max_rank)
-    block = 256  # stats rows at a time, whatever the distance chunk
-    for s, d in distance_chunks(q_feats, g_feats, chunk, dev):
+    for s, d in chunks:
         for b in range(0, len(d), block):
             sub = d[b:b + block]  # (<=block, G)
             r = slice(s + b, s + b + len(sub))

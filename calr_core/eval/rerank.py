@@ -24,8 +24,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from calr_core.eval.evaluate import Device, normalized, resolve_device
-from calr_core.eval.metrics import GalleryIndex, _Accumulator, _as_ids, query_stats
+from calr_core.eval.evaluate import (
+    Device,
+    metrics_from_chunks,
+    normalized,
+    resolve_device,
+)
+from calr_core.eval.metrics import GalleryIndex, _as_ids
 
 
 def _rerank_chunks(q_feats, g_feats, k1: int, k2: int, lambda_: float, chunk: int,
@@ -73,10 +78,5 @@ def rerank_evaluate(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, max_ra
     Q, G = len(q_feats), len(g_feats)
     qp, qc = _as_ids(q_pids, Q, "q_pids", dev), _as_ids(q_camids, Q, "q_camids", dev)
     gal = GalleryIndex.build(_as_ids(g_pids, G, "g_pids", dev), _as_ids(g_camids, G, "g_camids", dev))
-    acc = _Accumulator(max_rank)
-    for s, d in _rerank_chunks(q_feats, g_feats, k1, k2, lambda_, chunk, device):
-        for b in range(0, len(d), 256):
-            sub = d[b:b + 256]  # (<=256, G)
-            r = slice(s + b, s + b + len(sub))
-            acc.add(query_stats(sub, qp[r], qc[r], gal))
-    return acc.result()
+    return metrics_from_chunks(_rerank_chunks(q_feats, g_feats, k1, k2, lambda_, chunk, device),
+                               qp, qc, gal, max_rank)

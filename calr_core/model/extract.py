@@ -17,19 +17,9 @@ from torch.utils.data import DataLoader
 
 from calr_core.data.images import ImageDataset
 from calr_core.data.transforms import test_transform
+from calr_core.device import resolve_device
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(device: Literal["auto", "cpu", "cuda"] = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda': no CUDA device is available (use 'auto' or 'cpu')")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r}: expected 'auto', 'cpu' or 'cuda'")
-    return torch.device(device)
 
 
 @torch.inference_mode()

@@ -37,7 +37,7 @@ def init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
 
     Returns (rank, world_size, device). Without those variables: (0, 1, resolved device).
     """
-    from calr_core.model.extract import resolve_device
+    from calr_core.device import resolve_device
 
     dev = resolve_device(device)
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:

@@ -14,18 +14,30 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from torch import nn
 from torch.utils.data import DataLoader
 
 from calr_core.data.images import ImageDataset
 from calr_core.data.sampler import CameraPKSampler
 from calr_core.data.transforms import train_transform
+from calr_core.device import resolve_device
 from calr_core.model.camera import CameraClassifier, camera_loss
-from calr_core.model.extract import resolve_device
 from calr_core.train import distributed as du
 from calr_core.train.memory import ClusterMemory, MemoryMode, check_labels
-from calr_core.train.recovery import fingerprint, load_recovery, rng_states, save_recovery, set_rng_states
+from calr_core.train.recovery import (
+    fingerprint,
+    load_recovery,
+    rng_states,
+    save_recovery,
+    set_rng_states,
+)
 from calr_core.train.seeding import SeededBatches, SeededImages, step_seed
 
 log = logging.getLogger(__name__)

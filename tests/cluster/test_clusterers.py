@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from calr_core.cluster.clusterers import agglomerative, dbscan, densify, infomap_cluster, knn_graph, silhouette
+from calr_core.cluster.clusterers import (
+    agglomerative,
+    dbscan,
+    densify,
+    infomap_cluster,
+    knn_graph,
+    silhouette,
+)
 from calr_core.cluster.jaccard import jaccard_distance
 from calr_core.cluster.knn import knn
 from tests.cluster.helpers import clustered

@@ -6,8 +6,13 @@ import pytest
 from PIL import Image
 
 from calr_core.data.datasets import read_dataset
-from calr_core.data.synth import (SIZES, camera_gap, colour_features, render_world,
-                                  retrieval_top1)
+from calr_core.data.synth import (
+    SIZES,
+    camera_gap,
+    colour_features,
+    render_world,
+    retrieval_top1,
+)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from calr_core.io import ArtifactError, read_features, read_table, write_features, write_table
+from calr_core.io import (
+    ArtifactError,
+    read_features,
+    read_table,
+    write_features,
+    write_table,
+)
 from calr_core.io.atomic import atomic_dir, atomic_path
 
 

@@ -4,8 +4,9 @@ import torch
 from PIL import Image
 
 from calr_core.data.transforms import test_transform
+from calr_core.device import resolve_device
 from calr_core.model.backbone import build_model
-from calr_core.model.extract import extract_features, resolve_device
+from calr_core.model.extract import extract_features
 
 H, W = 64, 32
 

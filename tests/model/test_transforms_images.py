@@ -4,7 +4,12 @@ import torch
 from PIL import Image
 
 from calr_core.data.images import ImageDataset, ImageReadError
-from calr_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, test_transform, train_transform
+from calr_core.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    test_transform,
+    train_transform,
+)
 
 
 def solid(rgb, size=(40, 90)) -> Image.Image:  # PIL size is (W, H)
