@@ -76,16 +76,17 @@ def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, max_
     if max_rank < 1:
         raise ValueError(f"max_rank: expected >= 1, got {max_rank}")
     dev = resolve_device(device)
-    Q, G = len(q_feats), len(g_feats)
-    qp, qc = _as_ids(q_pids, Q, "q_pids", dev), _as_ids(q_camids, Q, "q_camids", dev)
-    gal = GalleryIndex.build(_as_ids(g_pids, G, "g_pids", dev), _as_ids(g_camids, G, "g_camids", dev))
-    return metrics_from_chunks(distance_chunks(q_feats, g_feats, chunk, dev), qp, qc, gal, max_rank)
+    return metrics_from_chunks(distance_chunks(q_feats, g_feats, chunk, dev), q_pids, g_pids,
+                               q_camids, g_camids, max_rank, dev)
 
 
-def metrics_from_chunks(chunks, qp: torch.Tensor, qc: torch.Tensor, gal: GalleryIndex,
-                        max_rank: int, block: int = 256) -> dict:
+def metrics_from_chunks(chunks, q_pids, g_pids, q_camids, g_camids, max_rank: int,
+                        dev: torch.device, block: int = 256) -> dict:
     """The ``rank_metrics`` dict from (start row, (C, G) distances) chunks of the query rows,
     ``block`` rows of statistics at a time: memory never holds more than one chunk."""
+    Q, G = len(q_pids), len(g_pids)
+    qp, qc = _as_ids(q_pids, Q, "q_pids", dev), _as_ids(q_camids, Q, "q_camids", dev)
+    gal = GalleryIndex.build(_as_ids(g_pids, G, "g_pids", dev), _as_ids(g_camids, G, "g_camids", dev))
     acc = _Accumulator(max_rank)
     for s, d in chunks:
         for b in range(0, len(d), block):

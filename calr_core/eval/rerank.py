@@ -30,7 +30,6 @@ from calr_core.eval.evaluate import (
     normalized,
     resolve_device,
 )
-from calr_core.eval.metrics import GalleryIndex, _as_ids
 
 
 def _rerank_chunks(q_feats, g_feats, k1: int, k2: int, lambda_: float, chunk: int,
@@ -74,9 +73,5 @@ def rerank_evaluate(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, max_ra
     ``rerank_distance(...)``, computed chunk by chunk."""
     if max_rank < 1:
         raise ValueError(f"max_rank: expected >= 1, got {max_rank}")
-    dev = resolve_device(device)
-    Q, G = len(q_feats), len(g_feats)
-    qp, qc = _as_ids(q_pids, Q, "q_pids", dev), _as_ids(q_camids, Q, "q_camids", dev)
-    gal = GalleryIndex.build(_as_ids(g_pids, G, "g_pids", dev), _as_ids(g_camids, G, "g_camids", dev))
     return metrics_from_chunks(_rerank_chunks(q_feats, g_feats, k1, k2, lambda_, chunk, device),
-                               qp, qc, gal, max_rank)
+                               q_pids, g_pids, q_camids, g_camids, max_rank, resolve_device(device))
