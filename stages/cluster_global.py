@@ -21,32 +21,30 @@ def cluster_global(
 ) -> None:
     """Write the round's pseudo-label Parquet and a JSON summary (counts, and quality where the
     manifest has ground truth)."""
-    import numpy as np
     import pandas as pd
 
-    from calr_core.data.manifest import align, split
+    from calr_core.data.manifest import train_pids
     from calr_core.io import atomic_write_text, read_features, read_table, write_table
     from calr_core.labels import cluster_global as run_clustering
-    from calr_core.labels import summarize
+    from calr_core.labels import gather_local_labels, summarize
 
     p, layout = setup(params, set_, artifacts)
     c = p.cluster
     refine = pick(refine, c.refine)
     frame, feats = read_features(layout.features(rnd))
-    local = np.full(len(frame), -1, np.int64)
-    if refine:  # local labels matched by image identity, never by path or position
-        for cam in p.data.cameras:
-            table = read_table("local_labels", layout.local_labels(cam))
-            local[align(table.image_id, frame.image_id, str(layout.local_labels(cam)))] = table.local_label
+    local = None
+    if refine:
+        files = [layout.local_labels(cam) for cam in p.data.cameras]
+        local = gather_local_labels([read_table("local_labels", f) for f in files], frame.image_id,
+                                    [str(f) for f in files])
     pseudo = run_clustering(
-        feats, frame.camid.to_numpy(), local if refine else None, n_cams=len(p.data.cameras),
+        feats, frame.camid.to_numpy(), local, n_cams=len(p.data.cameras),
         rnd=rnd, n_rounds=len(p.rounds), method=pick(method, c.method), k1=c.k1, k2=c.k2,
         eps=c.eps, dbscan_eps=c.dbscan_eps, dbscan_k1=c.dbscan_k1, dbscan_k2=c.dbscan_k2,
         refine=refine, pivot_rule=c.pivot_rule, decay_schedule=c.decay, seed=c.seed)
     pseudo = pd.concat([frame[["image_id", "camid"]], pseudo], axis=1)
     write_table("pseudo_labels", pseudo, layout.pseudo_labels(rnd), {"round": rnd})
-    manifest = split(read_table("manifest", layout.manifest), "train")
-    pids = manifest.pid.to_numpy()[align(frame.image_id, manifest.image_id, str(layout.manifest))]
+    pids = train_pids(read_table("manifest", layout.manifest), frame.image_id, str(layout.manifest))
     summary = {"round": rnd, **summarize(pseudo, pids)}
     atomic_write_text(layout.cluster_summary(rnd), json.dumps(summary, indent=2) + "\n")
     if summary["clusters"] == 0:

@@ -20,7 +20,7 @@ def evaluate(
 ) -> None:
     """mAP, Rank-1/5/10 and mINP on query/gallery, the quality of the round's pseudo labels
     against ground truth, cluster counts, and a ranked-list picture."""
-    from calr_core.data.manifest import align, split
+    from calr_core.data.manifest import split, train_pids
     from calr_core.io import atomic_write_text, read_table
     from calr_core.model.state import load_model
     from calr_core.report import evaluate_model, pseudo_label_quality
@@ -36,8 +36,7 @@ def evaluate(
         rerank_k2=e.rerank_k2, rerank_lambda=e.rerank_lambda, picture=layout.ranked_list(rnd),
         picture_queries=e.picture_queries)}
     pseudo = read_table("pseudo_labels", layout.pseudo_labels(rnd))
-    train = split(manifest, "train")
-    pids = train.pid.to_numpy()[align(pseudo.image_id, train.image_id, str(layout.manifest))]
+    pids = train_pids(manifest, pseudo.image_id, str(layout.manifest))
     metrics.update(pseudo_label_quality(pseudo.label.to_numpy(), pids))
     atomic_write_text(layout.metrics(rnd), json.dumps(metrics, indent=2) + "\n")
     echo(f"{layout.metrics(rnd)}: round {rnd}: mAP {100 * metrics['mAP']:.1f}, "

@@ -31,3 +31,9 @@ def align(ids: pd.Series | np.ndarray, reference: pd.Series | np.ndarray, what: 
         missing = np.asarray(ids)[pos < 0][:3].tolist()
         raise ValueError(f"{what}: {int((pos < 0).sum())} image id(s) not found, e.g. {missing}")
     return pos
+
+
+def train_pids(manifest: pd.DataFrame, image_ids, what: str = "manifest") -> np.ndarray:
+    """Ground-truth identities (-1 unknown) of training images, by image id: for evaluation only."""
+    train = manifest[manifest.split == "train"]
+    return train.pid.to_numpy()[align(image_ids, train.image_id, what)]
