@@ -1,33 +1,30 @@
 """k-reciprocal Jaccard distance as a sparse matrix (METHOD.md "k-reciprocal Jaccard distance";
-phase 1 step 2). Zhong et al. 2017 with the Cluster-Contrast conventions, vectorised:
+phase 1 step 2). Zhong et al. 2017 with the Cluster-Contrast conventions. Array code where an
+array expression says it; compiled numba loops over rows (parallel, each row on its own, so the
+result does not depend on the thread count) where a step is a per-row set operation:
 
 1. kNN list of k1 entries, self first (``knn``).
-2. R(i, k) = {j in rank[i, :k+1] : i in rank[j, :k+1]} for k = k1 and k = round(k1/2)
-   (sorted pair keys, one ``searchsorted``).
+2. R(i, k) = {j in rank[i, :k+1] : i in rank[j, :k+1]} for k = k1 and k = round(k1/2).
 3. Expansion E_i = R(i, k1) + R(c, half) for each c in R(i, k1) with
-   |R(c, half) & R(i, k1)| > 2/3 |R(c, half)|: the overlaps are the sparse product
-   R_k1 @ R_half^T read on R_k1's support; the union is R_k1 + P @ R_half.
+   |R(c, half) & R(i, k1)| > 2/3 |R(c, half)| (marker arrays, one pass to count, one to fill).
 4. V_ij = softmax over E_i of -(2 - 2 cos_ij); cosines come from the kNN list where it has them,
-   else one gathered dot product per pair.
+   else one dot product per pair.
 5. Local query expansion V <- Q @ V, Q the k2-nearest averaging matrix (skipped when k2 = 1).
-6. m_ij = sum_c min(V_ic, V_jc). Sort each column of V by value; for a pair sharing column c
-   the smaller value belongs to the earlier one, so m_ij = A_ij + A_ji with
-   A_ij = sum_c V_ic [pos_c(i) < pos_c(j)]. The order test is split over the bits of the
-   positions (a < b iff at their highest differing bit a has 0 and b has 1), which turns it into
-   one exact sparse product H @ G^T over "virtual columns" (column, bit, prefix): same work as
-   the pairwise sum, done by scipy's compiled sparse matmul in row blocks.
+6. m_ij = sum_c min(V_ic, V_jc) over the pairs that share a column of V: for each row i, walk
+   its columns c and each c's rows j (V and its transpose in CSR), accumulating into a dense
+   per-thread row (no array expression gives the min). A counting pass sizes the output first,
+   so memory is the output plus one N-vector per task.
 7. d = 1 - m / (2 - m), clipped at 0; diagonal stored as 0, pairs not stored have distance 1.
 """
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 import scipy.sparse as sp
-import torch
 
-from calr_core.cluster.knn import Backend, check_features, knn
+from calr_core.cluster.knn import Backend, check_features, knn, numba_threads
 
 log = logging.getLogger(__name__)
 
@@ -41,158 +38,201 @@ def _validate(features: np.ndarray, k1: int, k2: int) -> None:
         raise ValueError(f"k2={k2}: expected k2 >= 1")
 
 
-def _lookup(keys: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of ``query`` in sorted ``keys`` and whether they are present."""
-    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    return pos, keys[pos] == query
-
-
+@numba.njit(parallel=True, cache=True)
 def _reciprocal(rank: np.ndarray, width: int) -> np.ndarray:
     """(N, width) bool: rank[i, a] is in R(i, width - 1), i.e. i is in rank[rank[i, a], :width]."""
+    n = rank.shape[0]
+    out = np.zeros((n, width), np.bool_)
+    for i in numba.prange(n):
+        for a in range(width):
+            j = rank[i, a]
+            for b in range(width):
+                if rank[j, b] == i:
+                    out[i, a] = True
+                    break
+    return out
+
+
+@numba.njit(parallel=True, cache=True)
+def _expansion(x, rank, sims, full, half, n_tasks, counts, out_ptr, out_idx, out_val):
+    """Steps 3-4 for every row i. Without ``out_idx`` (empty) only counts[i] = |E_i|; with it, row
+    i of V: out_idx[out_ptr[i]:] = E_i (in order met), out_val = softmax over E_i of -(2 - 2 cos),
+    cos from the kNN list where it holds the pair, else a float64 dot product."""
+    n, w1, w2 = rank.shape[0], full.shape[1], half.shape[1]
+    fill = len(out_idx) > 0
+    step = (n + n_tasks - 1) // n_tasks
+    for t in numba.prange(n_tasks):
+        in_r = np.full(n, -1, np.int64)  # in_r[j] == i: j in R(i, k1)
+        in_e = np.full(n, -1, np.int64)  # in_e[j] == i: j in E_i
+        at = np.full(n, -1, np.int64)  # at[j] == i * K + a: j = rank[i, a]
+        members = np.empty(w1 * (w2 + 1), np.int64)
+        logit = np.empty(w1 * (w2 + 1), np.float64)
+        for i in range(t * step, min(n, (t + 1) * step)):
+            m = 0
+            for a in range(w1):
+                if full[i, a]:
+                    in_r[rank[i, a]] = i
+                    in_e[rank[i, a]] = i
+                    members[m] = rank[i, a]
+                    m += 1
+            for a in range(w1):
+                if not full[i, a]:
+                    continue
+                c, size, overlap = rank[i, a], 0, 0
+                for b in range(w2):
+                    if half[c, b]:
+                        size += 1
+                        overlap += in_r[rank[c, b]] == i
+                if overlap > 2.0 / 3.0 * size:
+                    for b in range(w2):
+                        j = rank[c, b]
+                        if half[c, b] and in_e[j] != i:
+                            in_e[j] = i
+                            members[m] = j
+                            m += 1
+            if not fill:
+                counts[i] = m
+                continue
+            for a in range(rank.shape[1]):
+                at[rank[i, a]] = i * rank.shape[1] + a
+            top = -np.inf
+            for e in range(m):
+                j = members[e]
+                if at[j] // rank.shape[1] == i and at[j] >= 0:
+                    cos = np.float64(sims[i, at[j] % rank.shape[1]])
+                else:
+                    cos = 0.0
+                    for d in range(x.shape[1]):
+                        cos += np.float64(x[i, d]) * np.float64(x[j, d])
+                logit[e] = -(2.0 - 2.0 * cos)
+                top = max(top, logit[e])
+            total = 0.0
+            for e in range(m):
+                logit[e] = np.exp(logit[e] - top)
+                total += logit[e]
+            for e in range(m):
+                out_idx[out_ptr[i] + e] = members[e]
+                out_val[out_ptr[i] + e] = logit[e] / total
+
+
+def _weights(features: np.ndarray, rank: np.ndarray, sims: np.ndarray, k1: int, n_tasks: int) -> sp.csr_matrix:
+    """V (steps 2-4): row-wise softmax over the expanded k-reciprocal sets E_i (indices unsorted)."""
     n = len(rank)
-    fwd = rank[:, :width]  # (N, w)
-    rows = np.arange(n)[:, None]
-    keys = np.sort((rows * n + fwd).ravel())
-    return _lookup(keys, (fwd * n + rows).ravel())[1].reshape(fwd.shape)
+    full = _reciprocal(rank, rank.shape[1])  # R(i, k1): the whole k1-entry list
+    half = _reciprocal(rank, int(np.around(k1 / 2)) + 1)  # R(i, round(k1 / 2))
+    counts = np.zeros(n, np.int64)
+    none = np.empty(0, np.int64)
+    _expansion(features, rank, sims, full, half, n_tasks, counts, counts, none, none.astype(np.float64))
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    indices, data = np.empty(indptr[-1], np.int64), np.empty(indptr[-1], np.float64)
+    _expansion(features, rank, sims, full, half, n_tasks, counts, indptr, indices, data)
+    return sp.csr_matrix((data, indices, indptr), shape=(n, n))
 
 
-def _rows_matrix(cols: np.ndarray, mask: np.ndarray, n: int) -> sp.csr_matrix:
-    """Binary (N, N) CSR with row i holding cols[i, mask[i]]."""
-    indptr = np.concatenate([[0], np.cumsum(mask.sum(1))])
-    m = sp.csr_matrix((np.ones(int(indptr[-1]), np.float32), cols[mask], indptr), shape=(n, n))
-    m.sort_indices()
-    return m
+@numba.njit(parallel=True, cache=True)
+def _pair_counts(indptr, indices, t_indptr, t_indices, n_tasks):
+    """Number of j sharing a column with row i (row i of the output holds exactly these)."""
+    n = len(indptr) - 1
+    counts = np.zeros(n, np.int64)
+    step = (n + n_tasks - 1) // n_tasks
+    for t in numba.prange(n_tasks):
+        seen = np.zeros(n, np.uint8)  # seen[j] == stamp: j met in this row; bytes, to stay in L1
+        stamp = 0
+        for i in range(t * step, min(n, (t + 1) * step)):
+            stamp += 1
+            if stamp == 256:
+                seen[:] = 0
+                stamp = 1
+            m = 0
+            for p in range(indptr[i], indptr[i + 1]):
+                c = indices[p]
+                for q in range(t_indptr[c], t_indptr[c + 1]):
+                    j = t_indices[q]
+                    m += seen[j] != stamp  # branch-free, as in _pair_distances
+                    seen[j] = stamp
+            counts[i] = m
+    return counts
 
 
-def _expanded_sets(rank: np.ndarray, k1: int) -> sp.csr_matrix:
-    """Support of E_i (step 3) as a binary CSR matrix with sorted indices."""
-    n = len(rank)
-    half = int(np.around(k1 / 2))
-    r_full = _rows_matrix(rank, _reciprocal(rank, k1 + 1), n)  # R(i, k1)
-    half_mask = _reciprocal(rank, half + 1)  # (N, half+1)
-    r_half = _rows_matrix(rank[:, :half + 1], half_mask, n)  # R(c, half)
-    overlap = r_full.multiply(r_full @ r_half.T).tocoo()  # |R(c, half) & R(i, k1)| on (i, c in R(i, k1))
-    size = half_mask.sum(1)  # |R(c, half)|
-    ok = overlap.data > 2 / 3 * size[overlap.col]
-    passed = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (overlap.row[ok], overlap.col[ok])), shape=(n, n))
-    e = (r_full + passed @ r_half).tocsr()
-    e.sort_indices()
-    return e
+@numba.njit(parallel=True, cache=True)
+def _pair_distances(indptr, indices, data, t_indptr, t_indices, t_data, out_ptr, out_idx, out_val, n_tasks):
+    """Row i: m_ij = sum_c min(V_ic, V_jc) over the columns c of row i, then d = 1 - m / (2 - m)
+    clipped at 0 (step 6-7); the diagonal is written as exactly 0. V > 0 where stored (softmax
+    weights), so acc[j] == 0 marks a j not yet met in this row. Returns how many d are 1 in
+    float32 (pairs that must not be stored)."""
+    n = len(indptr) - 1
+    step = (n + n_tasks - 1) // n_tasks
+    widest = 0
+    for i in range(n):
+        widest = max(widest, out_ptr[i + 1] - out_ptr[i])
+    n_far = 0
+    for t in numba.prange(n_tasks):
+        acc = np.zeros(n, np.float64)
+        met = np.empty(widest + 1, np.int64)  # row i's j in order met; one spare slot for the write below
+        for i in range(t * step, min(n, (t + 1) * step)):
+            end = 0
+            for p in range(indptr[i], indptr[i + 1]):
+                c, a = indices[p], data[p]
+                for q in range(t_indptr[c], t_indptr[c + 1]):
+                    j = t_indices[q]
+                    met[end] = j  # always written, kept only if j is new: no unpredictable branch
+                    end += acc[j] == 0.0
+                    acc[j] += min(a, t_data[q])
+            base = out_ptr[i]
+            for e in range(end):
+                j = met[e]
+                m = acc[j]
+                acc[j] = 0.0
+                out_idx[base + e] = j
+                d = 0.0 if j == i else max(0.0, 1.0 - m / (2.0 - m))
+                out_val[base + e] = d
+                n_far += np.float32(d) >= 1  # m so small that d rounds to 1 in float32
+    return n_far
 
 
-def _cosines(features: np.ndarray, rank: np.ndarray, sims: np.ndarray, rows: np.ndarray,
-             cols: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """cos(rows, cols) for each pair: from the kNN list when there, else a gathered dot."""
-    n = len(rank)
-    keys = (np.arange(n)[:, None] * n + rank).ravel()
-    order = np.argsort(keys)
-    pos, found = _lookup(keys[order], rows * n + cols)
-    cos = np.empty(len(rows), np.float64)
-    cos[found] = sims.ravel()[order[pos[found]]]
-    miss = np.flatnonzero(~found)
-    x = torch.from_numpy(features)
-    for a in range(0, len(miss), chunk):
-        p = torch.from_numpy(miss[a:a + chunk])
-        r, c = torch.from_numpy(rows)[p], torch.from_numpy(cols)[p]
-        cos[miss[a:a + chunk]] = (x[r] * x[c]).sum(1).double().numpy()  # (B, D) -> (B,)
-    return cos
-
-
-def _weights(features: np.ndarray, rank: np.ndarray, sims: np.ndarray, e: sp.csr_matrix) -> sp.csr_matrix:
-    """V (step 4): row-wise softmax over E_i of -(2 - 2 cos)."""
-    rows = np.repeat(np.arange(e.shape[0]), np.diff(e.indptr))
-    logit = -(2 - 2 * _cosines(features, rank, sims, rows, e.indices.astype(np.int64)))
-    starts = e.indptr[:-1]  # every row holds at least i itself
-    w = np.exp(logit - np.maximum.reduceat(logit, starts)[rows])
-    w /= np.add.reduceat(w, starts)[rows]
-    return sp.csr_matrix((w, e.indices, e.indptr), shape=e.shape)
-
-
-def _order_factors(v: sp.csr_matrix) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """H (N, C') and G^T (C', N) with (H @ G^T)_ij = sum_c min(V_ic, V_jc) for i != j and 1 on the
-    diagonal (step 6)."""
+def _sum_of_min_distance(v: sp.csr_matrix, workers: int) -> sp.csr_matrix:
+    """Steps 6-7 on V (N, N): every pair sharing a column of V, exact, in compiled loops over rows
+    (``workers`` threads, each row computed alone, so the result does not depend on them)."""
     n = v.shape[0]
-    coo = v.tocoo()
-    order = np.lexsort((coo.data, coo.col))  # by column, then value
-    rows, cols, vals = coo.row[order].astype(np.int64), coo.col[order].astype(np.int64), coo.data[order]
-    col_n = np.bincount(cols, minlength=v.shape[1])
-    pos = np.arange(len(cols)) - (np.cumsum(col_n) - col_n)[cols]  # rank of the value in its column
-    n_e = col_n[cols]
-    xs, ys = [], []  # (row, virtual column, value) of the bit-0 and bit-1 halves of each group
-    offset = 0
-    for t in range(int(col_n.max()).bit_length()):
-        live = n_e > (1 << t)  # columns this short have no pair split at bit t or above
-        rows, cols, vals, pos, n_e = rows[live], cols[live], vals[live], pos[live], n_e[live]
-        groups = (col_n + (2 << t) - 1) >> (t + 1)  # groups of 2^(t+1) positions per column
-        g = pos >> (t + 1)
-        keep = (g << (t + 1)) + (1 << t) < n_e  # the group has a bit-1 half
-        vcol = offset + (np.cumsum(groups) - groups)[cols] + g
-        bit = ((pos >> t) & 1).astype(bool)
-        x, y = keep & ~bit, keep & bit
-        xs.append((rows[x], vcol[x], vals[x]))
-        ys.append((rows[y], vcol[y]))
-        offset += int(groups.sum())
-    xr, xc, xv = (np.concatenate(a) for a in zip(*xs))
-    yr, yc = (np.concatenate(a) for a in zip(*ys))
-    ones = np.ones(len(yr) + n, np.float32)
-    diag = np.arange(n)
-    # H = [X | Ybin | I], G = [Ybin | X | I]: H_i . G_j = A_ij + A_ji, and 1 on the diagonal
-    h = sp.csr_matrix((np.concatenate([xv, ones]), (np.concatenate([xr, yr, diag]),
-                       np.concatenate([xc, offset + yc, 2 * offset + diag]))), shape=(n, 2 * offset + n))
-    gt = sp.csr_matrix((np.concatenate([ones[:len(yr)], xv, ones[len(yr):]]), (np.concatenate([yc, offset + xc, 2 * offset + diag]),
-                        np.concatenate([yr, xr, diag]))), shape=(2 * offset + n, n))
-    return h, gt
-
-
-def _distance_block(h: sp.csr_matrix, gt: sp.csr_matrix) -> sp.csr_matrix:
-    """Rows of d = 1 - m / (2 - m) clipped at 0, keeping d < 1 (step 7); indices unsorted."""
-    m = h @ gt  # (B, N)
-    d = np.clip(1 - m.data / (2 - m.data), 0, None).astype(np.float32)
-    keep = d < 1
-    if keep.all():
-        return sp.csr_matrix((d, m.indices, m.indptr), shape=m.shape)
-    counts = np.add.reduceat(keep.astype(np.int64), m.indptr[:-1])  # rows are never empty (diagonal)
-    return sp.csr_matrix((d[keep], m.indices[keep], np.concatenate([[0], np.cumsum(counts)])), shape=m.shape)
+    vt = v.T.tocsr()  # column c of V as a row: the j with V_jc > 0
+    n_tasks = 16 * workers
+    counts = _pair_counts(v.indptr, v.indices, vt.indptr, vt.indices, n_tasks)
+    nnz = int(counts.sum())
+    idx_t = np.int32 if nnz < 2**31 else np.int64
+    indptr = np.zeros(n + 1, idx_t)
+    np.cumsum(counts, out=indptr[1:])
+    indices, data = np.empty(nnz, idx_t), np.empty(nnz, np.float32)
+    if _pair_distances(v.indptr, v.indices, v.data, vt.indptr, vt.indices, vt.data, indptr, indices, data, n_tasks):
+        keep = data < 1
+        rows = np.repeat(np.arange(n), counts)[keep]
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        indices, data = indices[keep], data[keep]
+    return sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
 
 
 def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, backend: Backend = "auto",
-                     block: int = 2048, workers: int = 2) -> sp.csr_matrix:
+                     workers: int | None = None) -> sp.csr_matrix:
     """k-reciprocal Jaccard distance of L2-normalised float32 features (N, D).
 
     Returns an (N, N) float32 CSR matrix, symmetric up to float rounding: stored entries are the
     pairs with distance < 1 plus the diagonal (explicit 0); every pair not stored has distance 1.
-    Indices within a row are not sorted (sorting costs as much as the product; scikit-learn does
-    not need it): call ``.sort_indices()`` if you do.
-    ``block`` rows of the final product are formed at a time (memory), on ``workers`` threads.
+    Indices within a row are not sorted (sorting would cost more than the sum itself;
+    scikit-learn does not need it): call ``.sort_indices()`` if you do.
+    ``workers``: threads of the compiled loops (default: numba's, i.e. the CPU count or
+    NUMBA_NUM_THREADS); the result does not depend on it.
     """
     _validate(features, k1, k2)
+    with numba_threads(workers) as threads:
+        return _distance(features, k1, k2, backend, threads)
+
+
+def _distance(features: np.ndarray, k1: int, k2: int, backend: Backend, workers: int) -> sp.csr_matrix:
     n = len(features)
     sims, rank = knn(features, k1, backend=backend)  # (N, k1) each
-    e = _expanded_sets(rank, k1)
-    v = _weights(features, rank, sims, e)
+    v = _weights(features, rank, sims, k1, 16 * workers)
     if k2 != 1:
         kk = min(k2, k1)
         q = sp.csr_matrix((np.full(n * kk, 1 / kk), rank[:, :kk].ravel(), np.arange(0, n * kk + 1, kk)), shape=(n, n))
         v = q @ v
-    v = v.astype(np.float32)
-    log.debug("jaccard: N=%d, |E| %.1f/row, V %.1f nnz/row", n, e.nnz / n, v.nnz / n)
-    h, gt = _order_factors(v)
-    del e, v
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        blocks = list(pool.map(lambda a: _distance_block(h[a:a + block], gt), range(0, n, block)))
-    del h, gt
-    return _stack_rows(blocks, n)
-
-
-def _stack_rows(blocks: list[sp.csr_matrix], n: int) -> sp.csr_matrix:
-    """Concatenate row blocks, freeing each part as soon as it is copied (peak ~1.5x the output)."""
-    nnz = sum(b.nnz for b in blocks)
-    idx = np.int32 if nnz < 2**31 else np.int64
-    indptr = np.zeros(n + 1, idx)
-    np.cumsum(np.concatenate([np.diff(b.indptr) for b in blocks]), out=indptr[1:])
-    data = np.concatenate([b.data for b in blocks])
-    for b in blocks:
-        b.data = None
-    indices = np.concatenate([b.indices for b in blocks]).astype(idx, copy=False)
-    blocks.clear()
-    return sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
+    log.debug("jaccard: N=%d, V %.1f nnz/row", n, v.nnz / n)
+    return _sum_of_min_distance(v, workers)

@@ -1,11 +1,19 @@
 import numpy as np
 import pytest
-import torch
 
-from calr_core.cluster.knn import knn
+from calr_core.cluster.knn import _faiss, _has_faiss_gpu, knn
 from tests.cluster.helpers import clustered
 
-BACKENDS = ["faiss", "torch"] + (["faiss-gpu"] if torch.cuda.is_available() else [])
+# Each backend runs only where it can: faiss needs the package, faiss-gpu a faiss built with GPU
+# support that sees a GPU (a CUDA machine without faiss skips both). "torch" uses CUDA when present.
+_FAISS = _faiss()
+BACKENDS = [
+    "blas",
+    pytest.param("faiss", marks=pytest.mark.skipif(_FAISS is None, reason="faiss is not importable")),
+    "torch",
+    pytest.param("faiss-gpu", marks=pytest.mark.skipif(not _has_faiss_gpu(_FAISS),
+                                                       reason="no faiss with GPU support seeing a GPU")),
+]
 
 
 @pytest.mark.parametrize("backend", BACKENDS + ["auto"])
@@ -33,6 +41,20 @@ def test_knn_self_first_with_many_duplicates(backend):
         np.testing.assert_allclose(sims[i], x[i] @ x[idx[i]].T, atol=1e-5)
         assert np.all(np.diff(sims[i, 1:]) <= 1e-6)
     assert np.all(np.isin(idx[10:30], np.arange(10, 30)))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 499, 500, 4096])
+def test_blas_any_block_size(chunk):
+    """Blocks that do not divide N, one row, one block: the exact top k every time."""
+    x = clustered(500, seed=4)
+    x[40:52] = x[40]  # exact ties too
+    sims, idx = knn(x, 15, backend="blas", chunk=chunk)
+    full = x.astype(np.float64) @ x.T.astype(np.float64)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(500))
+    for i in range(500):
+        assert len(set(idx[i])) == 15
+        np.testing.assert_allclose(sims[i], full[i, idx[i]], atol=1e-5)
+        np.testing.assert_allclose(np.sort(sims[i, 1:]), np.sort(np.delete(full[i], i))[-14:], atol=1e-5)
 
 
 def test_knn_bad_input():
