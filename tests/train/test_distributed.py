@@ -45,4 +45,8 @@ def test_two_rank_round_matches_single_process_with_bn_groups(world, tmp_path):
         for key, value in single[part].items():
             if "running_" in key or "num_batches" in key:
                 continue  # BN running stats: one process updates them per group, ranks once
-            torch.testing.assert_close(r0[part][key], value, rtol=1e-5, atol=1e-6, msg=f"{part}.{key}")
+            # Bit-equal on this CPU. Another CPU or torch reduces gloo's all-reduce in another order, and
+            # Adam turns rounding-level gradient differences into up to lr-sized steps: allow 5e-4.
+            # The wrong grouping (BN over all 16) differs by 2e-3 (weights) and 0.17 (memory).
+            torch.testing.assert_close(r0[part][key], value, rtol=0, atol=5e-4,
+                                       msg=lambda m, name=f"{part}.{key}": f"{name}: {m}")
