@@ -23,6 +23,7 @@ from calr_core.cluster import (
     silhouette,
 )
 from calr_core.cluster.knn import check_features
+from calr_core.data.manifest import align
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,6 @@ def summarize(pseudo: pd.DataFrame, pids: np.ndarray | None = None) -> dict:
 def gather_local_labels(tables: list[pd.DataFrame], image_ids: pd.Series, names: list[str]) -> np.ndarray:
     """Phase-1 local labels of every camera, aligned to ``image_ids`` by image identity (never
     by path or position); -1 for an image no table covers. ``names`` label errors (file paths)."""
-    from calr_core.data.manifest import align
-
     local = np.full(len(image_ids), -1, np.int64)
     for table, name in zip(tables, names):
         local[align(table.image_id, image_ids, name)] = table.local_label

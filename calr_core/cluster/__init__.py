@@ -1,13 +1,13 @@
 """Clustering engine: exact kNN, k-reciprocal Jaccard distance, DBSCAN / agglomerative / Infomap
 clustering, silhouette, and the camera-aware refinement and cluster weights (METHOD.md)."""
 from calr_core.cluster.clusterers import (
-                                          InfomapResult,
-                                          agglomerative,
-                                          dbscan,
-                                          densify,
-                                          infomap_cluster,
-                                          knn_graph,
-                                          silhouette,
+    InfomapResult,
+    agglomerative,
+    dbscan,
+    densify,
+    infomap_cluster,
+    knn_graph,
+    silhouette,
 )
 from calr_core.cluster.jaccard import jaccard_distance
 from calr_core.cluster.knn import knn

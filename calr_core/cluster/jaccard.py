@@ -38,6 +38,16 @@ def _validate(features: np.ndarray, k1: int, k2: int) -> None:
         raise ValueError(f"k2={k2}: expected k2 >= 1")
 
 
+TASKS_PER_THREAD = 16  # row ranges per thread: rows differ in cost, so more ranges balance better
+
+
+@numba.njit(inline="always")
+def _task_rows(t: int, n: int, n_tasks: int) -> range:
+    """Rows of task t when n rows are cut into n_tasks contiguous ranges."""
+    step = (n + n_tasks - 1) // n_tasks
+    return range(t * step, min(n, (t + 1) * step))
+
+
 @numba.njit(parallel=True, cache=True)
 def _reciprocal(rank: np.ndarray, width: int) -> np.ndarray:
     """(N, width) bool: rank[i, a] is in R(i, width - 1), i.e. i is in rank[rank[i, a], :width]."""
@@ -54,20 +64,19 @@ def _reciprocal(rank: np.ndarray, width: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True)
-def _expansion(x, rank, sims, full, half, n_tasks, counts, out_ptr, out_idx, out_val):
-    """Steps 3-4 for every row i. Without ``out_idx`` (empty) only counts[i] = |E_i|; with it, row
-    i of V: out_idx[out_ptr[i]:] = E_i (in order met), out_val = softmax over E_i of -(2 - 2 cos),
-    cos from the kNN list where it holds the pair, else a float64 dot product."""
-    n, w1, w2 = rank.shape[0], full.shape[1], half.shape[1]
-    fill = len(out_idx) > 0
-    step = (n + n_tasks - 1) // n_tasks
+def _expansion(x, rank, sims, full, half, n_tasks, fill, counts, out_ptr, out_idx, out_val):
+    """Steps 3-4 for every row i. Without ``fill``: counts[i] = |E_i|. With it: row i of V,
+    out_idx[out_ptr[i]:] = E_i (in order met), out_val = softmax over E_i of -(2 - 2 cos), cos
+    from the kNN list where it holds the pair, else a float64 dot product."""
+    n, k, w1, w2 = rank.shape[0], rank.shape[1], full.shape[1], half.shape[1]
     for t in numba.prange(n_tasks):
         in_r = np.full(n, -1, np.int64)  # in_r[j] == i: j in R(i, k1)
         in_e = np.full(n, -1, np.int64)  # in_e[j] == i: j in E_i
-        at = np.full(n, -1, np.int64)  # at[j] == i * K + a: j = rank[i, a]
+        in_knn = np.full(n, -1, np.int64)  # in_knn[j] == i: j = rank[i, pos[j]]
+        pos = np.empty(n, np.int64)
         members = np.empty(w1 * (w2 + 1), np.int64)
         logit = np.empty(w1 * (w2 + 1), np.float64)
-        for i in range(t * step, min(n, (t + 1) * step)):
+        for i in _task_rows(t, n, n_tasks):
             m = 0
             for a in range(w1):
                 if full[i, a]:
@@ -93,13 +102,14 @@ def _expansion(x, rank, sims, full, half, n_tasks, counts, out_ptr, out_idx, out
             if not fill:
                 counts[i] = m
                 continue
-            for a in range(rank.shape[1]):
-                at[rank[i, a]] = i * rank.shape[1] + a
+            for a in range(k):
+                in_knn[rank[i, a]] = i
+                pos[rank[i, a]] = a
             top = -np.inf
             for e in range(m):
                 j = members[e]
-                if at[j] // rank.shape[1] == i and at[j] >= 0:
-                    cos = np.float64(sims[i, at[j] % rank.shape[1]])
+                if in_knn[j] == i:
+                    cos = np.float64(sims[i, pos[j]])
                 else:
                     cos = 0.0
                     for d in range(x.shape[1]):
@@ -121,11 +131,11 @@ def _weights(features: np.ndarray, rank: np.ndarray, sims: np.ndarray, k1: int, 
     full = _reciprocal(rank, rank.shape[1])  # R(i, k1): the whole k1-entry list
     half = _reciprocal(rank, int(np.around(k1 / 2)) + 1)  # R(i, round(k1 / 2))
     counts = np.zeros(n, np.int64)
-    none = np.empty(0, np.int64)
-    _expansion(features, rank, sims, full, half, n_tasks, counts, counts, none, none.astype(np.float64))
+    args = (features, rank, sims, full, half, n_tasks)
+    _expansion(*args, False, counts, counts, np.empty(0, np.int64), np.empty(0, np.float64))
     indptr = np.concatenate([[0], np.cumsum(counts)])
     indices, data = np.empty(indptr[-1], np.int64), np.empty(indptr[-1], np.float64)
-    _expansion(features, rank, sims, full, half, n_tasks, counts, indptr, indices, data)
+    _expansion(*args, True, counts, indptr, indices, data)
     return sp.csr_matrix((data, indices, indptr), shape=(n, n))
 
 
@@ -134,11 +144,10 @@ def _pair_counts(indptr, indices, t_indptr, t_indices, n_tasks):
     """Number of j sharing a column with row i (row i of the output holds exactly these)."""
     n = len(indptr) - 1
     counts = np.zeros(n, np.int64)
-    step = (n + n_tasks - 1) // n_tasks
     for t in numba.prange(n_tasks):
         seen = np.zeros(n, np.uint8)  # seen[j] == stamp: j met in this row; bytes, to stay in L1
         stamp = 0
-        for i in range(t * step, min(n, (t + 1) * step)):
+        for i in _task_rows(t, n, n_tasks):
             stamp += 1
             if stamp == 256:
                 seen[:] = 0
@@ -161,7 +170,6 @@ def _pair_distances(indptr, indices, data, t_indptr, t_indices, t_data, out_ptr,
     weights), so acc[j] == 0 marks a j not yet met in this row. Returns how many d are 1 in
     float32 (pairs that must not be stored)."""
     n = len(indptr) - 1
-    step = (n + n_tasks - 1) // n_tasks
     widest = 0
     for i in range(n):
         widest = max(widest, out_ptr[i + 1] - out_ptr[i])
@@ -169,7 +177,7 @@ def _pair_distances(indptr, indices, data, t_indptr, t_indices, t_data, out_ptr,
     for t in numba.prange(n_tasks):
         acc = np.zeros(n, np.float64)
         met = np.empty(widest + 1, np.int64)  # row i's j in order met; one spare slot for the write below
-        for i in range(t * step, min(n, (t + 1) * step)):
+        for i in _task_rows(t, n, n_tasks):
             end = 0
             for p in range(indptr[i], indptr[i + 1]):
                 c, a = indices[p], data[p]
@@ -190,12 +198,11 @@ def _pair_distances(indptr, indices, data, t_indptr, t_indices, t_data, out_ptr,
     return n_far
 
 
-def _sum_of_min_distance(v: sp.csr_matrix, workers: int) -> sp.csr_matrix:
-    """Steps 6-7 on V (N, N): every pair sharing a column of V, exact, in compiled loops over rows
-    (``workers`` threads, each row computed alone, so the result does not depend on them)."""
+def _sum_of_min_distance(v: sp.csr_matrix, n_tasks: int) -> sp.csr_matrix:
+    """Steps 6-7 on V (N, N): every pair sharing a column of V, exact, in compiled loops over
+    ``n_tasks`` row ranges (each row computed alone: the result does not depend on the threads)."""
     n = v.shape[0]
     vt = v.T.tocsr()  # column c of V as a row: the j with V_jc > 0
-    n_tasks = 16 * workers
     counts = _pair_counts(v.indptr, v.indices, vt.indptr, vt.indices, n_tasks)
     nnz = int(counts.sum())
     idx_t = np.int32 if nnz < 2**31 else np.int64
@@ -223,16 +230,16 @@ def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, backend: B
     """
     _validate(features, k1, k2)
     with numba_threads(workers) as threads:
-        return _distance(features, k1, k2, backend, threads)
+        return _distance(features, k1, k2, backend, TASKS_PER_THREAD * threads)
 
 
-def _distance(features: np.ndarray, k1: int, k2: int, backend: Backend, workers: int) -> sp.csr_matrix:
+def _distance(features: np.ndarray, k1: int, k2: int, backend: Backend, n_tasks: int) -> sp.csr_matrix:
     n = len(features)
     sims, rank = knn(features, k1, backend=backend)  # (N, k1) each
-    v = _weights(features, rank, sims, k1, 16 * workers)
+    v = _weights(features, rank, sims, k1, n_tasks)
     if k2 != 1:
         kk = min(k2, k1)
         q = sp.csr_matrix((np.full(n * kk, 1 / kk), rank[:, :kk].ravel(), np.arange(0, n * kk + 1, kk)), shape=(n, n))
         v = q @ v
     log.debug("jaccard: N=%d, V %.1f nnz/row", n, v.nnz / n)
-    return _sum_of_min_distance(v, workers)
+    return _sum_of_min_distance(v, n_tasks)

@@ -2,11 +2,11 @@
 from calr_core.io.atomic import atomic_path, atomic_write_text
 from calr_core.io.checkpoint import ArtifactError, load_checkpoint, save_checkpoint
 from calr_core.io.tables import (
-                                 read_features,
-                                 read_metadata,
-                                 read_table,
-                                 write_features,
-                                 write_table,
+    read_features,
+    read_metadata,
+    read_table,
+    write_features,
+    write_table,
 )
 
 __all__ = ["ArtifactError", "atomic_path", "atomic_write_text", "load_checkpoint",

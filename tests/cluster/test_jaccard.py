@@ -69,7 +69,7 @@ def test_sum_of_min_matches_dense_and_drops_pairs_at_one():
     v[0, [0, 2]] = [1 - 1e-9, 1e-9]
     v[1, [1, 2]] = [1 - 1e-9, 1e-9]
     v /= v.sum(1, keepdims=True)
-    got = jaccard._sum_of_min_distance(sp.csr_matrix(v), workers=2)
+    got = jaccard._sum_of_min_distance(sp.csr_matrix(v), n_tasks=32)
     want = _dense_sum_of_min(v)
     np.testing.assert_allclose(_dense(got), want, atol=1e-6)
     stored = np.zeros(want.shape, bool)
