@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 EXTRAS ?= test,cpu
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench compare clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,11 @@ test: setup
 # All benchmarks (tens of minutes on 2 cores); figures land in benchmarks/results/*.json.
 bench: setup
 	for b in jaccard eval extract train; do $(BIN)/python -m benchmarks.bench_$$b || exit 1; done
+
+# CALR vs its baseline, the ablations and the supervised bound on 3 seed pairs (under an hour on
+# 2 cores); writes benchmarks/results/compare.json and prints the table of means.
+compare: setup
+	$(BIN)/python -m benchmarks.compare
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -39,10 +39,26 @@ class Data:
 class Model:
     arch: Literal["resnet50", "resnet18", "resnet50_ibn_a"] = "resnet50"
     pooling: Literal["gem", "avg"] = "gem"
-    weights: str = "imagenet"            # imagenet | none | path to a state dict
+    weights: str = "imagenet"            # imagenet | none | source (the pretrain stage) | a file
     height: int = 256
     width: int = 128
     seed: int = 1
+
+
+@dataclass(frozen=True)
+class Source:
+    """The `pretrain` stage: supervised training on a labelled source (when model.weights: source)."""
+    dataset: Literal["synth", "market1501", "dukemtmc", "msmt17", "veri776", "manifest"] = "synth"
+    root: str = ""                       # dataset folder or manifest file (unused for synth)
+    synth_size: Literal["tiny", "demo", "market"] = "demo"
+    synth_seed: int = 7                  # synth: another world than the target's (data.synth_seed)
+    weights: str = "none"                # where pretraining starts: none | imagenet | a file
+    iters: int = 300
+    batch_size: int = 64
+    num_instances: int = 4
+    lr: float = 1e-3
+    temp: float = 0.05                   # scaled-cosine classifier: logits = cos / temp
+    save_every: int = 50
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,7 @@ class Evaluate:
 class Params:
     data: Data = field(default_factory=Data)
     model: Model = field(default_factory=Model)
+    source: Source = field(default_factory=Source)
     extract: Extract = field(default_factory=Extract)
     intra: Intra = field(default_factory=Intra)
     cluster: Cluster = field(default_factory=Cluster)

@@ -21,6 +21,11 @@ class Layout:
     def manifest(self) -> Path:
         return self.root / "manifest.parquet"
 
+    @property
+    def source_checkpoint(self) -> Path:
+        """The `pretrain` stage's model (the start of both phases when model.weights: source)."""
+        return self.root / "source" / "checkpoint.pt"
+
     # phase 1: one model per camera
     def intra(self, cam: int, rnd: int | str) -> Path:
         return self.root / "phase1" / f"cam{cam}" / round_dir(rnd)

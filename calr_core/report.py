@@ -43,6 +43,11 @@ def evaluate_model(model, root: str | os.PathLike, query: pd.DataFrame, gallery:
     return result
 
 
+PSEUDO_LABEL_KEYS: tuple[str, ...] = tuple(f"pl_{k}" for k in (
+    "nmi", "ari", "pairwise_precision", "pairwise_recall", "pairwise_f", "bcubed_precision",
+    "bcubed_recall", "bcubed_f", "n_clusters", "n_outliers", "n_images"))  # label_quality's keys
+
+
 def pseudo_label_quality(labels: np.ndarray, pids: np.ndarray) -> dict:
     """Quality of the labels training used against ground truth (images of unknown id dropped)."""
     if not (pids >= 0).any():
@@ -52,7 +57,9 @@ def pseudo_label_quality(labels: np.ndarray, pids: np.ndarray) -> dict:
 
 
 def metrics_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per round, the columns a person compares (percentages)."""
+    """One row per round, the columns a person compares (percentages); the start model's row
+    (round "source", direct transfer) first, as round -1."""
+    rows = [{**r, "round": -1 if r["round"] == "source" else r["round"]} for r in rows]
     frame = pd.DataFrame(rows).sort_values("round").reset_index(drop=True)
     cols = [c for c in ("round", "mAP", "Rank-1", "Rank-5", "mINP", "pl_pairwise_f", "pl_nmi",
                         "pl_n_clusters", "pl_n_outliers") if c in frame]

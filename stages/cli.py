@@ -9,6 +9,7 @@ from stages.evaluate import evaluate, report
 from stages.extract import extract
 from stages.init import init
 from stages.prepare import prepare
+from stages.pretrain import pretrain
 from stages.search import search
 from stages.synth import synth
 from stages.train import train
@@ -19,7 +20,7 @@ app = typer.Typer(
          "time. Every option defaults from params.yaml; `dvc repro` runs the whole schedule.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-for command in (synth, prepare, init, extract, cluster_intra, select_local, cluster_global, train,
+for command in (synth, prepare, pretrain, init, extract, cluster_intra, select_local, cluster_global, train,
                 evaluate, report, search):
     app.command(command.__name__.replace("_", "-"))(command)
 

@@ -12,36 +12,48 @@ from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup
 
 @stage
 def evaluate(
-    rnd: int = typer.Option(..., "--round", help="Phase-2 round whose checkpoint to evaluate."),
+    rnd: Optional[int] = typer.Option(None, "--round", help="Phase-2 round whose checkpoint to evaluate."),
+    source: bool = typer.Option(False, "--source", help="Evaluate the start model instead (direct "
+                                "transfer: the model.weights start, before any adaptation)."),
     rerank: Optional[bool] = typer.Option(None, "--rerank/--no-rerank", help="k-reciprocal re-ranking (default: params evaluate.rerank)."),
     params: Path = PARAMS_OPT,
     set_: Optional[List[str]] = SET_OPT,
     artifacts: Path = ARTIFACTS_OPT,
 ) -> None:
     """mAP, Rank-1/5/10 and mINP on query/gallery, the quality of the round's pseudo labels
-    against ground truth, cluster counts, and a ranked-list picture."""
+    against ground truth, cluster counts, and a ranked-list picture.
+
+    With --source: the same metrics of the start model (artifacts/metrics/source.json), the
+    first row of the report; its pseudo-label entries are null (nothing was trained on labels).
+    """
     from calr_core.data.manifest import split, train_pids
     from calr_core.io import atomic_write_text, read_table
     from calr_core.model.state import load_model
-    from calr_core.report import evaluate_model, pseudo_label_quality
+    from calr_core.report import PSEUDO_LABEL_KEYS, evaluate_model, pseudo_label_quality
 
     p, layout = setup(params, set_, artifacts)
+    if (rnd is None) == (not source):
+        raise ValueError("give exactly one of --round R and --source")
     e = p.evaluate
+    key = "source" if source else rnd
     manifest = read_table("manifest", layout.manifest)
-    metrics = {"round": rnd, **evaluate_model(
-        load_model(layout.checkpoint(rnd)), manifest.attrs["root"], split(manifest, "query"),
-        split(manifest, "gallery"), height=p.model.height, width=p.model.width,
-        batch_size=p.extract.batch_size, workers=p.extract.workers, device=p.extract.device,
-        max_rank=e.max_rank, rerank=pick(rerank, e.rerank), rerank_k1=e.rerank_k1,
-        rerank_k2=e.rerank_k2, rerank_lambda=e.rerank_lambda, picture=layout.ranked_list(rnd),
-        picture_queries=e.picture_queries)}
-    pseudo = read_table("pseudo_labels", layout.pseudo_labels(rnd))
-    pids = train_pids(manifest, pseudo.image_id, str(layout.manifest))
-    metrics.update(pseudo_label_quality(pseudo.label.to_numpy(), pids))
-    atomic_write_text(layout.metrics(rnd), json.dumps(metrics, indent=2) + "\n")
-    echo(f"{layout.metrics(rnd)}: round {rnd}: mAP {100 * metrics['mAP']:.1f}, "
+    metrics = {"round": key, **evaluate_model(
+        load_model(layout.checkpoint("init" if source else rnd)), manifest.attrs["root"],
+        split(manifest, "query"), split(manifest, "gallery"), height=p.model.height,
+        width=p.model.width, batch_size=p.extract.batch_size, workers=p.extract.workers,
+        device=p.extract.device, max_rank=e.max_rank, rerank=pick(rerank, e.rerank),
+        rerank_k1=e.rerank_k1, rerank_k2=e.rerank_k2, rerank_lambda=e.rerank_lambda,
+        picture=layout.ranked_list("init" if source else rnd), picture_queries=e.picture_queries)}
+    if source:
+        metrics.update(dict.fromkeys(PSEUDO_LABEL_KEYS))
+    else:
+        pseudo = read_table("pseudo_labels", layout.pseudo_labels(rnd))
+        pids = train_pids(manifest, pseudo.image_id, str(layout.manifest))
+        metrics.update(pseudo_label_quality(pseudo.label.to_numpy(), pids))
+    atomic_write_text(layout.metrics(key), json.dumps(metrics, indent=2) + "\n")
+    echo(f"{layout.metrics(key)}: {'start model' if source else f'round {rnd}'}: mAP {100 * metrics['mAP']:.1f}, "
          f"Rank-1 {100 * metrics['Rank-1']:.1f}"
-         + (f", pseudo-label F {100 * metrics['pl_pairwise_f']:.1f}" if "pl_pairwise_f" in metrics else ""))
+         + (f", pseudo-label F {100 * metrics['pl_pairwise_f']:.1f}" if metrics.get("pl_pairwise_f") is not None else ""))
 
 
 @stage
@@ -55,16 +67,23 @@ def report(
     from calr_core.report import metrics_table
 
     p, layout = setup(params, set_, artifacts)
-    files = [layout.metrics(r.id) for r in p.rounds if layout.metrics(r.id).is_file()]
+    files = [layout.metrics(r) for r in ["source", *(r.id for r in p.rounds)] if layout.metrics(r).is_file()]
     if not files:
         raise ValueError(f"no metrics in {layout.metrics_dir}: run `dvc repro` first")
     table = metrics_table([json.loads(f.read_text()) for f in files])
     with atomic_path(layout.curves) as tmp:
         table.to_csv(tmp, index=False)
-    echo(table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False))
-    best = table.loc[table.mAP.idxmax()]
-    echo(f"last round {int(table['round'].iloc[-1])}: mAP {table.mAP.iloc[-1]:.1f}; "
-         f"best round {int(best['round'])}: mAP {best.mAP:.1f} (chosen on the test set: report both)")
+    shown = table.astype({"round": object})
+    shown.loc[shown["round"] == -1, "round"] = "source"
+    echo(shown.to_markdown(index=False) if _has_tabulate() else shown.to_string(index=False))
+    rounds = table[table["round"] >= 0]
+    if rounds.empty:
+        return
+    best, last = rounds.loc[rounds.mAP.idxmax()], rounds.iloc[-1]
+    start = table[table["round"] == -1]
+    gain = f" ({last.mAP - start.mAP.iloc[0]:+.1f} over the start model)" if len(start) else ""
+    echo(f"last round {int(last['round'])}: mAP {last.mAP:.1f}{gain}; best round "
+         f"{int(best['round'])}: mAP {best.mAP:.1f} (chosen on the test set: report both)")
 
 
 def _has_tabulate() -> bool:

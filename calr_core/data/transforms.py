@@ -1,7 +1,10 @@
 """Image transforms (METHOD.md "Shared settings"): train augmentation and test preprocessing.
 
 Train: resize, horizontal flip, pad + random crop back to size, ImageNet normalisation, random
-erasing (area 0.02-0.4, aspect 0.3-3.3). Test: resize + normalise. Both take PIL images and give
+erasing (area 0.02-0.4, aspect 0.3-3.3). The pad is the paper's 10 pixels at 256 x 128 and
+scales with the input height (2 at 64 x 32, 1 at 32 x 16): an unscaled 10-pixel shift of a
+16-pixel-wide crop destroys the person (measured: 2.5 % vs 17.5 % mAP after 100 supervised
+iterations at 32 x 16). Test: resize + normalise. Both take PIL images and give
 (3, H, W) float32 tensors.
 """
 from __future__ import annotations
@@ -32,10 +35,17 @@ def _to_normalised_tensor() -> list:
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
 
 
-def train_transform(height: int, width: int, pad: int = 10, flip_p: float = 0.5,
+def scaled_pad(height: int) -> int:
+    """The paper's 10-pixel pad at height 256, scaled to ``height`` (at least 1)."""
+    return max(1, round(10 * height / 256))
+
+
+def train_transform(height: int, width: int, pad: int | None = None, flip_p: float = 0.5,
                     erase_p: float = 0.5) -> v2.Compose:
-    """Training augmentation; erasing fills with 0, i.e. the ImageNet mean colour after normalising."""
+    """Training augmentation; erasing fills with 0, i.e. the ImageNet mean colour after normalising.
+    ``pad=None``: ``scaled_pad(height)``."""
     _check(height, width, flip_p=flip_p, erase_p=erase_p)
+    pad = scaled_pad(height) if pad is None else pad
     if pad < 0:
         raise ValueError(f"pad={pad!r}: expected a non-negative number of pixels")
     return v2.Compose([

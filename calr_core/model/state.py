@@ -6,7 +6,9 @@ the pipeline never stores several copies of the same starting weights.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 from calr_core.io.checkpoint import ArtifactError, load_checkpoint, save_checkpoint
@@ -14,10 +16,17 @@ from calr_core.model.backbone import build_model
 
 
 def save_initial(path: str | os.PathLike, *, arch: str, pooling: str, weights: str, seed: int) -> None:
-    """Write the round-0 checkpoint: the spec of the initial model (checked by building it)."""
+    """Write the round-0 checkpoint: the spec of the initial model (checked by building it).
+
+    When ``weights`` is a file, its digest is stored too: new weights under the same name give a
+    new checkpoint, so DVC re-runs what starts from it.
+    """
     args = {"arch": arch, "pooling": pooling, "weights": weights, "seed": seed}
     build_model(**args)  # fail now, with the builder's message, not rounds later
-    save_checkpoint(path, {"kind": "init", "model_args": args, "round": -1})
+    digest = None
+    if weights not in ("imagenet", "none"):
+        digest = hashlib.blake2b(Path(weights).read_bytes(), digest_size=16).hexdigest()
+    save_checkpoint(path, {"kind": "init", "model_args": args, "round": -1, "weights_digest": digest})
 
 
 def load_model(state_or_path: dict[str, Any] | str | os.PathLike):

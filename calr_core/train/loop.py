@@ -158,6 +158,7 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
             head = CameraClassifier(model.feat_dim, n_cams).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     params += [] if head is None else list(head.parameters())
+    params += list(memory.parameters())  # the classifier of memory_mode="learned"; none otherwise
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=dev.type == "cuda" or None)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     if resume_state is not None:

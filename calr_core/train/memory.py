@@ -3,7 +3,9 @@
 The loss is a class-weighted cross-entropy of the features against all centroids (logits
 f . M^T / tau); after each optimiser step the centroids of the classes in the batch move toward
 the batch features (momentum update, then renormalise). The centroids are a buffer, so a
-checkpoint's ``state_dict`` carries them. Under ``torch.distributed`` the update uses the
+checkpoint's ``state_dict`` carries them. Mode ``learned`` makes the centroids a trained
+parameter instead (a scaled-cosine classifier with no momentum update): supervised training with
+true identities (the ``pretrain`` stage) uses it. Under ``torch.distributed`` the update uses the
 features of all ranks (all-gathered in rank order), as the reference's DataParallel did.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 from calr_core.train import distributed as dist_utils
 
-MemoryMode = Literal["mean", "hard"]
+MemoryMode = Literal["mean", "hard", "learned"]
 
 
 def check_labels(labels: torch.Tensor, n: int | None = None) -> int:
@@ -42,14 +44,17 @@ class ClusterMemory(nn.Module):
         super().__init__()
         if features.ndim != 2:
             raise ValueError(f"features: expected shape (N, D), got {tuple(features.shape)}")
-        if mode not in ("mean", "hard"):
-            raise ValueError(f"mode: expected 'mean' or 'hard', got {mode!r}")
+        if mode not in ("mean", "hard", "learned"):
+            raise ValueError(f"mode: expected 'mean', 'hard' or 'learned', got {mode!r}")
         labels = torch.as_tensor(labels, device=features.device).long()
         k = check_labels(labels, features.shape[0])
         keep = labels >= 0
         sums = features.new_zeros(k, features.shape[1]).float()  # (K, D)
         sums.index_add_(0, labels[keep], features[keep].float())
-        self.register_buffer("centroids", F.normalize(sums, dim=1))  # (K, D)
+        if mode == "learned":  # a classifier initialised at the class means, trained by the optimiser
+            self.centroids = nn.Parameter(F.normalize(sums, dim=1))  # (K, D)
+        else:
+            self.register_buffer("centroids", F.normalize(sums, dim=1))  # (K, D)
         self.temp, self.momentum, self.mode = temp, momentum, mode
 
     @property
@@ -64,7 +69,8 @@ class ClusterMemory(nn.Module):
         the weight sum is the global one (all-reduced), so the ranks' averaged gradients are those
         of the whole batch's weighted mean. A batch whose weights are all zero gives loss 0.
         """
-        logits = feats.float() @ self.centroids.t() / self.temp  # (B, K)
+        centroids = F.normalize(self.centroids, dim=1) if self.mode == "learned" else self.centroids
+        logits = feats.float() @ centroids.t() / self.temp  # (B, K)
         ce = F.cross_entropy(logits, targets, reduction="none")  # (B,)
         w = torch.ones_like(ce) if class_weights is None else class_weights.to(ce)[targets]  # (B,)
         total = dist_utils.all_reduce_sum(w.sum().detach())
@@ -75,8 +81,11 @@ class ClusterMemory(nn.Module):
         """Momentum update m_y <- mom * m_y + (1 - mom) * f, renormalised, samples in batch order.
 
         ``mean`` uses every sample (a class with several samples is updated once per sample, in
-        order); ``hard`` uses, per class, only its least similar sample to the current centroid.
+        order); ``hard`` uses, per class, only its least similar sample to the current centroid;
+        ``learned`` centroids are moved by the optimiser only.
         """
+        if self.mode == "learned":
+            return
         feats = dist_utils.all_gather_cat(feats.detach().float())  # (B_all, D)
         targets = dist_utils.all_gather_cat(targets.detach())  # (B_all,)
         if self.mode == "hard":

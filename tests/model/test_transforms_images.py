@@ -82,3 +82,17 @@ def test_image_dataset_items_and_errors(tmp_path):
         ImageDataset(tmp_path, ["nope.jpg"], t)[0]
     with pytest.raises(ValueError, match="targets"):
         ImageDataset(tmp_path, ["a/x.jpg"], t, targets=[1, 2])
+
+
+def test_pad_scales_with_the_input_height():
+    from calr_core.data.transforms import scaled_pad
+    for height, pad in ((256, 10), (384, 15), (128, 5), (64, 2), (32, 1), (8, 1)):
+        assert scaled_pad(height) == pad
+    # the default transform shifts a 32 x 16 solid image by at most 1 pixel: a 1-pixel border
+    torch.manual_seed(0)
+    t = train_transform(32, 16, flip_p=0.0, erase_p=0.0)
+    img = solid((200, 50, 100))
+    zero = torch.tensor([(0 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)])[:, None, None]
+    for _ in range(20):
+        padded = torch.isclose(t(img), zero.expand(3, 32, 16), atol=1e-5).all(0)  # (32, 16)
+        assert not padded[1:-1, 1:-1].any()

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "data": {"synth_size": "tiny", "cameras": [0, 1, 2]},
-    "model": {"height": 64, "width": 32},
+    "model": {"height": 64, "width": 32, "weights": "source"},
+    "source": {"synth_size": "tiny", "synth_seed": 5, "iters": 4, "batch_size": 16, "num_instances": 4,
+               "save_every": 2},
     "intra": {"rounds": [{"id": 0, "prev": "init"}, {"id": 1, "prev": "round0"}], "k1": 6,
               "k2": 2, "iters": 2, "batch_size": 8, "num_instances": 2},
     "cluster": {"k1": 8, "k2": 1},
@@ -63,7 +65,8 @@ def repo(tmp_path_factory):
 def test_every_artifact_is_where_the_layout_says(repo):
     path, _, _, _ = repo
     p, lay = load_params(path / "params.yaml"), Layout(path / "artifacts")
-    expected = [lay.manifest, lay.curves]
+    expected = [lay.manifest, lay.curves, lay.source_checkpoint, lay.metrics("source"),
+                lay.ranked_list("init")]
     for cam in p.data.cameras:
         expected += [lay.intra_checkpoint(cam, "init"), lay.local_labels(cam)]
         for r in p.intra.rounds:
@@ -99,7 +102,23 @@ def test_metrics_are_read_by_dvc(repo):
     m = json.loads((path / "artifacts/metrics/round1.json").read_text())
     assert 0 <= m["mAP"] <= 1 and 0 <= m["Rank-1"] <= 1 and m["round"] == 1
     curves = pd.read_csv(path / "artifacts/plots/curves.csv")
-    assert curves["round"].tolist() == [0, 1]
+    assert curves["round"].tolist() == [-1, 0, 1]  # the start model (direct transfer) first
+    source = json.loads((path / "artifacts/metrics/source.json").read_text())
+    assert source["round"] == "source" and set(source) == set(m)  # a round's keys
+    assert source["pl_pairwise_f"] is None and 0 <= source["mAP"] <= 1
+
+
+def test_both_phases_start_from_the_pretrained_source_model(repo):
+    import torch
+
+    from calr_core.model.state import load_model
+    path = repo[0]
+    lay = Layout(path / "artifacts")
+    src = torch.load(lay.source_checkpoint, weights_only=False)
+    assert src["kind"] == "source" and src["resolved_params"]["source"]["synth_seed"] == 5
+    for ckpt in (lay.checkpoint("init"), lay.intra_checkpoint(0, "init")):
+        model = load_model(ckpt).state_dict()
+        assert all(torch.equal(v, src["model"][k]) for k, v in model.items())
 
 
 def test_second_repro_is_a_no_op_and_lr_change_reruns_only_training_onwards(repo):

@@ -97,3 +97,28 @@ def test_bad_labels_are_clear_errors(data):
         ClusterMemory(torch.from_numpy(feats), torch.tensor([0, 2] * 10))
     with pytest.raises(ValueError, match="labels"):
         ClusterMemory(torch.from_numpy(feats), torch.zeros(5, dtype=torch.long))
+
+
+def test_learned_mode_is_a_trained_scaled_cosine_classifier(data):
+    feats, labels = data
+    f, y = torch.from_numpy(feats), torch.from_numpy(labels)
+    mem = ClusterMemory(f, y, temp=0.1, mode="learned")
+    params = list(mem.parameters())
+    assert len(params) == 1 and params[0] is mem.centroids  # trained by the optimiser
+    with torch.no_grad():
+        mem.centroids.mul_(torch.arange(1, 5).float()[:, None])  # unnormalised weights
+    keep = y >= 0
+    loss = mem(f[keep], y[keep])
+    w = mem.centroids.detach().numpy()
+    w = w / np.linalg.norm(w, axis=1, keepdims=True)  # the classifier uses the weights' directions
+    expected = 0.0
+    for x, t in zip(feats[labels >= 0], labels[labels >= 0]):
+        logits = [float(x @ w[k]) / 0.1 for k in range(4)]
+        expected += -logits[t] + math.log(sum(math.exp(v) for v in logits))
+    assert loss.item() == pytest.approx(expected / keep.sum().item(), rel=1e-5)
+    loss.backward()
+    assert mem.centroids.grad is not None and mem.centroids.grad.abs().sum() > 0
+    before = mem.centroids.detach().clone()
+    mem.update(f[keep], y[keep])  # no momentum update in this mode
+    assert torch.equal(mem.centroids.detach(), before)
+    assert "centroids" in mem.state_dict()
