@@ -128,7 +128,7 @@ def row(variant: str, seed: str, rounds: list[dict], source: dict, **extra) -> d
     return {"variant": variant, "seed": seed, "mAP": last["mAP"], "rank1": last["Rank-1"],
             "pl_f": last.get("pl_pairwise_f"), "nmi": last.get("pl_nmi"), "round": last["round"],
             "source_mAP": source["mAP"], **extra,
-            "rounds": [{k: v for k, v in r.items() if not k.startswith("Rank-1")} for r in rounds]}
+            "rounds": rounds}
 
 
 def main() -> None:
