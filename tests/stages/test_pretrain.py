@@ -1,9 +1,5 @@
 """`pretrain` and the `model.weights: source` start, through the real Typer app and processes."""
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +8,7 @@ from typer.testing import CliRunner
 
 from calr_core.io import load_checkpoint
 from stages.cli import app
+from tests.kill import kill_when_written
 
 runner = CliRunner()
 PARAMS = """\
@@ -69,18 +66,8 @@ def test_killed_pretraining_resumes_to_identical_weights(tmp_path, one_thread):
     """kill -9 after the first recovery checkpoint; the re-run ends where an unbroken run ends."""
     params, killed = _params(tmp_path), tmp_path / "killed"
     cmd = [sys.executable, "-m", "stages.cli", "pretrain", "--params", str(params), "--artifacts", str(killed)]
-    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    recovery, deadline = killed / ".recovery/pretrain-round0.pt", time.monotonic() + 240
-    while not recovery.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"pretrain exited (rc {proc.returncode}) before its first recovery checkpoint: "
-                        f"{proc.stderr.read().decode()[-2000:]}")
-        assert time.monotonic() < deadline, "no recovery checkpoint within 240 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
+    recovery = killed / ".recovery/pretrain-round0.pt"
+    kill_when_written(cmd, recovery)
     assert not (killed / "source/checkpoint.pt").exists()
     assert (killed / ".recovery/source-tiny-seed5").is_dir()  # the rendered world, for the re-run
     res = _pretrain(tmp_path, killed)

@@ -1,9 +1,6 @@
 """Exact resume: a round killed with SIGKILL mid-way and re-run ends with the same weights."""
 import logging
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -12,8 +9,8 @@ import torch
 from calr_core.io.checkpoint import load_checkpoint
 from calr_core.model.backbone import build_model
 from calr_core.train.loop import train_round
+from tests.kill import kill_when_written
 
-REPO = Path(__file__).resolve().parents[2]
 ITERS, EVERY = 8, 2
 
 
@@ -29,18 +26,7 @@ def _kill_after_first_recovery(world_dir: Path, out: Path, recovery: Path) -> No
     cmd = [sys.executable, "-m", "calr_core.train.ddp_check", "--world", str(world_dir), "--out", str(out),
            "--iters", str(ITERS), "--save-every", str(EVERY), "--recovery", str(recovery),
            "--batch", "8", "--instances", "4", "--workers", "1", "--threads", "1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not recovery.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"training exited (rc {proc.returncode}) before its first recovery checkpoint: "
-                        f"{proc.stderr.read().decode()[-2000:]}")
-        assert time.monotonic() < deadline, "no recovery checkpoint within 120 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when_written(cmd, recovery, timeout=120)
     assert not (out / "rank0.pt").exists()
 
 
