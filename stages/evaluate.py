@@ -35,15 +35,15 @@ def evaluate(
     if (rnd is None) == (not source):
         raise ValueError("give exactly one of --round R and --source")
     e = p.evaluate
-    key = "source" if source else rnd
+    key, folder = ("source", "init") if source else (rnd, rnd)  # metrics name, checkpoint folder
     manifest = read_table("manifest", layout.manifest)
     metrics = {"round": key, **evaluate_model(
-        load_model(layout.checkpoint("init" if source else rnd)), manifest.attrs["root"],
+        load_model(layout.checkpoint(folder)), manifest.attrs["root"],
         split(manifest, "query"), split(manifest, "gallery"), height=p.model.height,
         width=p.model.width, batch_size=p.extract.batch_size, workers=p.extract.workers,
         device=p.extract.device, max_rank=e.max_rank, rerank=pick(rerank, e.rerank),
         rerank_k1=e.rerank_k1, rerank_k2=e.rerank_k2, rerank_lambda=e.rerank_lambda,
-        picture=layout.ranked_list("init" if source else rnd), picture_queries=e.picture_queries)}
+        picture=layout.ranked_list(folder), picture_queries=e.picture_queries)}
     if source:
         metrics.update(dict.fromkeys(PSEUDO_LABEL_KEYS))
     else:
