@@ -82,6 +82,10 @@ class Intra:
     lr: float = 3.5e-4
 
 
+DBSCAN_REFINE = ("cluster.refine: true does nothing with cluster.method: dbscan (DBSCAN gives no "
+                 "density, so no cluster has a pivot to refine by); set cluster.refine: false")
+
+
 @dataclass(frozen=True)
 class Cluster:
     """Phase 2 steps 2-7: global clustering, refinement and camera weights."""
@@ -96,6 +100,10 @@ class Cluster:
     pivot_rule: Literal["reference", "argmax"] = "reference"
     decay: Literal["constant", "cosine"] = "constant"
     seed: int = 1
+
+    def __post_init__(self):
+        if self.method == "dbscan" and self.refine:
+            raise ParamsError(DBSCAN_REFINE)
 
 
 @dataclass(frozen=True)

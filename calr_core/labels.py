@@ -23,6 +23,7 @@ from calr_core.cluster import (
     silhouette,
 )
 from calr_core.cluster.knn import check_features
+from calr_core.config import DBSCAN_REFINE
 from calr_core.data.manifest import align
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ def cluster_global(features: np.ndarray, camids: np.ndarray, local_labels: np.nd
     if len(camids) != len(features) or (local_labels is not None and len(local_labels) != len(features)):
         raise ValueError(f"features: {len(features)} rows but {len(camids)} camera ids"
                          + ("" if local_labels is None else f" and {len(local_labels)} local labels"))
+    if method == "dbscan" and refine:
+        raise ValueError(DBSCAN_REFINE)
     if method == "infomap":
         result = infomap_cluster(features, k=k1, eps=eps, min_size=k2, seed=seed)
         raw, density = result.labels, result.density
@@ -125,6 +128,6 @@ def gather_local_labels(tables: list[pd.DataFrame], image_ids: pd.Series, names:
     """Phase-1 local labels of every camera, aligned to ``image_ids`` by image identity (never
     by path or position); -1 for an image no table covers. ``names`` label errors (file paths)."""
     local = np.full(len(image_ids), -1, np.int64)
-    for table, name in zip(tables, names):
+    for table, name in zip(tables, names, strict=True):
         local[align(table.image_id, image_ids, name)] = table.local_label
     return local

@@ -4,6 +4,7 @@ dvc.yaml spells the same paths with templates; tests/stages/test_dag.py checks t
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,38 @@ def previous(rounds, rnd: int, where: str = "rounds") -> str:
         if r.id == rnd:
             return r.prev
     raise ValueError(f"round {rnd} is not in params {where} (ids: {[r.id for r in rounds]})")
+
+
+# What writes each artifact: a missing input's error names the command to run.
+_WRITERS = [
+    (r"manifest\.parquet", "calr-stage prepare"),
+    (r"source/checkpoint\.pt", "calr-stage pretrain"),
+    (r"phase1/cam(?P<cam>\d+)/init/checkpoint\.pt", "calr-stage init --cam {cam}"),
+    (r"phase1/cam(?P<cam>\d+)/round(?P<rnd>\d+)/features\.parquet", "calr-stage extract --cam {cam} --round {rnd}"),
+    (r"phase1/cam(?P<cam>\d+)/labels/round(?P<rnd>\d+)\.parquet", "calr-stage cluster-intra --cam {cam} --round {rnd}"),
+    (r"phase1/cam(?P<cam>\d+)/round(?P<rnd>\d+)/checkpoint\.pt", "calr-stage train --cam {cam} --round {rnd}"),
+    (r"phase1/selected/cam(?P<cam>\d+)\.parquet", "calr-stage select-local --cam {cam}"),
+    (r"phase2/init/checkpoint\.pt", "calr-stage init"),
+    (r"phase2/round(?P<rnd>\d+)/features\.parquet", "calr-stage extract --round {rnd}"),
+    (r"phase2/round(?P<rnd>\d+)/pseudo_labels\.parquet", "calr-stage cluster-global --round {rnd}"),
+    (r"phase2/round(?P<rnd>\d+)/cluster_summary\.json", "calr-stage cluster-global --round {rnd}"),
+    (r"phase2/round(?P<rnd>\d+)/checkpoint\.pt", "calr-stage train --round {rnd}"),
+    (r"metrics/source\.json", "calr-stage evaluate --source"),
+    (r"metrics/round(?P<rnd>\d+)\.json", "calr-stage evaluate --round {rnd}"),
+]
+
+
+def writer_of(path: str | Path) -> str | None:
+    """The command that writes the artifact at ``path`` (any artifacts root), None if unknown."""
+    posix = Path(path).as_posix()
+    for pattern, command in _WRITERS:
+        m = re.search(rf"(^|/){pattern}$", posix)
+        if m:
+            return command.format(**m.groupdict())
+    return None
+
+
+def missing_hint(path: str | Path) -> str:
+    """'run `<command>` (or `dvc repro`)' for a known artifact, else a generic hint."""
+    cmd = writer_of(path)
+    return f"run `{cmd}` first (or `dvc repro`)" if cmd else "run the stage that writes it first"

@@ -22,14 +22,26 @@ ARTIFACTS_OPT = typer.Option(Path("artifacts"), "--artifacts", help="Folder of t
 log = logging.getLogger("calr")
 
 
-def setup(params_path: Path, overrides: Optional[List[str]], artifacts: Path = Path("artifacts")
-          ) -> tuple[Params, Layout]:
-    """Configure logging once and load the checked params; return them with the artifact layout."""
+def setup(params_path: Path, overrides: Optional[List[str]], artifacts: Path = Path("artifacts"),
+          *, rnd: Optional[int] = None, cam: Optional[int] = None) -> tuple[Params, Layout]:
+    """Configure logging once and load the checked params; return them with the artifact layout.
+
+    ``rnd`` / ``cam``: the stage's --round / --cam, refused unless params.yaml schedules them
+    (``rnd`` is a phase-1 round when ``cam`` is given).
+    """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=os.environ.get("CALR_LOG", "INFO"), format="%(message)s",
                             datefmt="[%X]", handlers=[RichHandler(show_path=False, markup=False)])
         logging.getLogger("faiss").setLevel(logging.WARNING)  # its import-time chatter
-    return load_params(params_path, overrides or ()), Layout(Path(artifacts))
+    p = load_params(params_path, overrides or ())
+    if cam is not None and cam not in p.data.cameras:
+        fail(f"--cam {cam}: not a camera of {params_path} data.cameras {p.data.cameras}")
+    if rnd is not None:
+        where, rounds = ("intra.rounds", p.intra.rounds) if cam is not None else ("rounds", p.rounds)
+        ids = [r.id for r in rounds]
+        if rnd not in ids:
+            fail(f"--round {rnd}: not a round of {params_path} {where} (ids {ids})")
+    return p, Layout(Path(artifacts))
 
 
 def pick(value, default):

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
+from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, fail, pick, setup, stage
 
 
 @stage
@@ -23,14 +23,17 @@ def cluster_global(
     manifest has ground truth)."""
     import pandas as pd
 
-    from calr_core.data.manifest import train_pids
+    from calr_core.config import DBSCAN_REFINE
+    from calr_core.data.manifest import camera_index, train_pids
     from calr_core.io import atomic_write_text, read_features, read_table, write_table
     from calr_core.labels import cluster_global as run_clustering
     from calr_core.labels import gather_local_labels, summarize
 
-    p, layout = setup(params, set_, artifacts)
+    p, layout = setup(params, set_, artifacts, rnd=rnd)
     c = p.cluster
-    refine = pick(refine, c.refine)
+    method, refine = pick(method, c.method), pick(refine, c.refine)
+    if method == "dbscan" and refine:
+        fail(f"{DBSCAN_REFINE} (or pass --no-refine)")
     frame, feats = read_features(layout.features(rnd))
     local = None
     if refine:
@@ -38,8 +41,9 @@ def cluster_global(
         local = gather_local_labels([read_table("local_labels", f) for f in files], frame.image_id,
                                     [str(f) for f in files])
     pseudo = run_clustering(
-        feats, frame.camid.to_numpy(), local, n_cams=len(p.data.cameras),
-        rnd=rnd, n_rounds=len(p.rounds), method=pick(method, c.method), k1=c.k1, k2=c.k2,
+        feats, camera_index(frame.camid, p.data.cameras, str(layout.features(rnd))), local,
+        n_cams=len(p.data.cameras),
+        rnd=rnd, n_rounds=len(p.rounds), method=method, k1=c.k1, k2=c.k2,
         eps=c.eps, dbscan_eps=c.dbscan_eps, dbscan_k1=c.dbscan_k1, dbscan_k2=c.dbscan_k2,
         refine=refine, pivot_rule=c.pivot_rule, decay_schedule=c.decay, seed=c.seed)
     pseudo = pd.concat([frame[["image_id", "camid"]], pseudo], axis=1)

@@ -23,7 +23,7 @@ def cluster_intra(
     from calr_core.io import read_features, write_table
     from calr_core.labels import cluster_camera
 
-    p, layout = setup(params, set_, artifacts)
+    p, layout = setup(params, set_, artifacts, rnd=rnd, cam=cam)
     frame, feats = read_features(layout.intra_features(cam, rnd))
     q = p.intra
     labels, score = cluster_camera(feats, k1=q.k1, k2=q.k2, n_clusters=q.n_clusters, ratio=q.ratio)
@@ -46,7 +46,7 @@ def select_local(
     from calr_core.io import read_table, write_table
     from calr_core.labels import best_round
 
-    p, layout = setup(params, set_, artifacts)
+    p, layout = setup(params, set_, artifacts, cam=cam)
     tables = [read_table("local_labels", layout.intra_labels(cam, r.id)) for r in p.intra.rounds]
     best = best_round(tables)
     out = layout.local_labels(cam)

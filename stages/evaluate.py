@@ -31,7 +31,7 @@ def evaluate(
     from calr_core.model.state import load_model
     from calr_core.report import PSEUDO_LABEL_KEYS, evaluate_model, pseudo_label_quality
 
-    p, layout = setup(params, set_, artifacts)
+    p, layout = setup(params, set_, artifacts, rnd=rnd)
     if (rnd is None) == (not source):
         raise ValueError("give exactly one of --round R and --source")
     e = p.evaluate

@@ -26,7 +26,7 @@ def extract(
     from calr_core.model.extract import extract_features
     from calr_core.model.state import load_model
 
-    p, layout = setup(params, set_, artifacts)
+    p, layout = setup(params, set_, artifacts, rnd=rnd, cam=cam)
     manifest = read_table("manifest", layout.manifest)
     train = split(manifest, "train")
     if cam is None:

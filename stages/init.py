@@ -24,7 +24,7 @@ def init(
     from calr_core.io import load_checkpoint
     from calr_core.model.state import save_initial
 
-    p, layout = setup(params, set_, artifacts)
+    p, layout = setup(params, set_, artifacts, cam=cam)
     out = layout.checkpoint("init") if cam is None else layout.intra_checkpoint(cam, "init")
     m = p.model
     weights = m.weights

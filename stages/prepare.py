@@ -32,7 +32,8 @@ def prepare(
     check_cameras(frame, p.data.cameras, params)
     write_table("manifest", frame[["image_id", "path", "camid", "split", "pid"]], out,
                 metadata={"dataset": frame.attrs.get("dataset", dataset),
-                          "version": frame.attrs.get("version", ""), "root": str(root)})
+                          "version": frame.attrs.get("version", ""),
+                          "root": frame.attrs.get("root", str(root))})
     counts = frame.groupby("split").size().to_dict()
     echo(f"{out}: {dataset} {frame.attrs.get('version', '')} " +
          ", ".join(f"{s}={counts.get(s, 0)}" for s in ("train", "query", "gallery")) +

@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from calr_core.paths import previous
@@ -28,42 +29,51 @@ def train(
     re-run with the same inputs, and ends with the same weights as an uninterrupted run.
     Several GPUs: `torchrun --nproc_per_node N $(which calr-stage) train --round R`.
     """
-    from calr_core.data.manifest import align, split
+    from calr_core.data.manifest import align, camera_index, split
     from calr_core.io import load_checkpoint, read_features, read_table, save_checkpoint
     from calr_core.labels import class_weights
     from calr_core.model.state import load_model
     from calr_core.train import distributed as du
     from calr_core.train.loop import train_round
 
-    p, layout = setup(params, set_, artifacts)
+    p, layout = setup(params, set_, artifacts, rnd=rnd, cam=cam)
     rank, _, _ = du.init_distributed(pick(device, p.train.device))
     t, q = p.train, p.intra
     manifest = split(read_table("manifest", layout.manifest), "train")
     if cam is None:
-        labels = read_table("pseudo_labels", layout.pseudo_labels(rnd))
-        _, feats = read_features(layout.features(rnd))
+        labels_path, feats_path = layout.pseudo_labels(rnd), layout.features(rnd)
+        labels = read_table("pseudo_labels", labels_path)
         prev, out = layout.checkpoint(previous(p.rounds, rnd)), layout.checkpoint(rnd)
         weighted = 0 <= t.weights_from <= rnd
-        kw = dict(labels=labels.label.to_numpy(), class_weights=class_weights(labels) if weighted else None,
+        column = labels.label
+        kw = dict(class_weights=class_weights(labels) if weighted else None,
                   n_cams=len(p.data.cameras), camera_alignment=rnd < t.camera_rounds,
                   iters=pick(iters, t.iters), batch_size=t.batch_size, num_instances=t.num_instances,
                   lr=pick(lr, t.lr), recovery_path=layout.recovery("phase2", rnd))
     else:
-        labels = read_table("local_labels", layout.intra_labels(cam, rnd))
-        _, feats = read_features(layout.intra_features(cam, rnd))
+        labels_path, feats_path = layout.intra_labels(cam, rnd), layout.intra_features(cam, rnd)
+        labels = read_table("local_labels", labels_path)
         prev = layout.intra_checkpoint(cam, previous(q.rounds, rnd, "intra.rounds"))
         out = layout.intra_checkpoint(cam, rnd)
-        kw = dict(labels=labels.local_label.to_numpy(), iters=pick(iters, q.iters),
-                  batch_size=q.batch_size, num_instances=q.num_instances, lr=pick(lr, q.lr),
+        column = labels.local_label
+        kw = dict(iters=pick(iters, q.iters), batch_size=q.batch_size, num_instances=q.num_instances, lr=pick(lr, q.lr),
                   recovery_path=layout.recovery("phase1", rnd, cam))
-    if (kw["labels"] < 0).all():
-        raise ValueError(f"round {rnd}: every image is an outlier (no cluster): nothing to train on; "
+    # the features' row order (the manifest's) for every table, matched by image id: a label
+    # file the user sorted or filtered in pandas trains the same (images it omits: not trained on)
+    frame, feats = read_features(feats_path)
+    target = np.full(len(frame), -1, np.int64)  # (N,)
+    target[align(labels.image_id, frame.image_id, str(labels_path))] = column
+    if (target < 0).all():
+        raise ValueError(f"{labels_path}: every image is an outlier (no cluster): nothing to train on; "
                          f"check the clustering settings or the previous round's model")
-    rows = manifest.iloc[align(labels.image_id, manifest.image_id, str(layout.manifest))]
+    rows = manifest.iloc[align(frame.image_id, manifest.image_id, str(layout.manifest))]
+    camids = rows.camid.to_numpy()
+    if cam is None:  # the camera head counts cameras 0..C-1
+        camids = camera_index(camids, p.data.cameras, str(layout.manifest))
     start = load_checkpoint(prev, required=("model_args",))
     state = train_round(
-        load_model(start), root=manifest.attrs["root"], paths=rows.path.tolist(),
-        camids=rows.camid.to_numpy(), init_features=feats,
+        load_model(start), root=manifest.attrs["root"], paths=rows.path.tolist(), labels=target,
+        camids=camids, init_features=feats,
         resume_state=start if start.get("kind") != "init" else None, epoch=rnd,
         camera_weight=t.camera_weight, camera_loss_form=t.camera_loss, height=p.model.height,
         width=p.model.width, weight_decay=t.weight_decay, step_size=t.step_size, gamma=t.gamma,

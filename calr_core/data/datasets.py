@@ -217,6 +217,7 @@ def _read_manifest(file: Path, check_images: bool) -> pd.DataFrame:
     if check_images:
         for rel in df["path"]:
             _check_image(base / rel)
+    df.attrs["root"] = str(base)  # the folder the paths are relative to
     return df
 
 

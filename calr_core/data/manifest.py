@@ -1,4 +1,4 @@
-"""Manifest helpers: the camera check of `prepare`, and splits as plain arrays."""
+"""Manifest helpers: the camera check of `prepare`, camera indices, and splits as plain arrays."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +13,20 @@ def check_cameras(frame: pd.DataFrame, cameras: list[int], params_path: str | Pa
     if sorted(cameras) != found:
         raise ValueError(f"{params_path}: data.cameras is {sorted(cameras)} but the training images "
                          f"are from cameras {found}; set `data.cameras: {found}` in {params_path}")
+
+
+def camera_index(camids, cameras: list[int], what: str) -> np.ndarray:
+    """(N,) index 0..C-1 of each camera id by its place in sorted ``cameras``.
+
+    The camera head's classes and the cluster weights count cameras this way; a network's own
+    ids need not be 0..C-1 (e.g. training cameras [0, 1, 6, 7]).
+    """
+    order, ids = np.asarray(sorted(cameras)), np.asarray(camids)
+    pos = np.searchsorted(order, ids)
+    known = (pos < len(order)) & (order[np.minimum(pos, len(order) - 1)] == ids)
+    if not known.all():
+        raise ValueError(f"{what}: camera {ids[~known][0]} is not in params data.cameras {sorted(cameras)}")
+    return pos.astype(np.int64)
 
 
 def split(frame: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -2,27 +2,43 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from calr_core.io.atomic import atomic_path
+from calr_core.paths import missing_hint
 
 
 class ArtifactError(ValueError):
     """An input artifact is missing or malformed; the message names the file and what is wrong."""
 
 
+def _canonical(obj: Any) -> Any:
+    """Fresh containers and interned strings: pickle's memo then depends on the values only,
+    not on which objects happen to be shared (a state restored from a file shares none)."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write ``state`` atomically; the same values give the same bytes (DVC hashes them), e.g. a
+    round resumed after a crash and the same round run straight through."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(_canonical(state), f)  # a file object: the archive's inner name is fixed
 
 
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: checkpoint not found")
+        raise ArtifactError(f"{path}: checkpoint not found; {missing_hint(path)}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated or not a torch file

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from calr_core.io.atomic import atomic_path
 from calr_core.io.checkpoint import ArtifactError
 from calr_core.io.schemas import SCHEMAS
+from calr_core.paths import missing_hint
 
 _META_KEY = b"calr"
 
@@ -58,11 +59,13 @@ def write_table(kind: str, frame: pd.DataFrame, path: str | os.PathLike,
 
 def _open(kind: str, path: Path) -> pa.Table:
     if not path.is_file():
-        raise ArtifactError(f"{path}: {kind} file not found (run the stage that writes it first)")
+        raise ArtifactError(f"{path}: {kind} file not found; {missing_hint(path)}")
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise ArtifactError(f"{path}: not a readable Parquet file ({exc})") from None
+    pandas_index = [n for n in table.schema.names if n.startswith("__index_level_")]
+    table = table.drop_columns(pandas_index)  # a user's sorted frame saved with its index
     _check_columns(kind, table.schema.names, str(path))
     columns = []
     for field in SCHEMAS[kind]:
@@ -135,5 +138,10 @@ def read_features(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
     if not feats.flags.writeable:  # Arrow's zero-copy view is read-only; torch wants writable
         feats = feats.copy()
     frame = table.select(["image_id", "camid"]).to_pandas()
+    finite = np.isfinite(feats).all(1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        raise ArtifactError(f"{path}: {int((~finite).sum())} feature row(s) hold NaN or inf (first: row {row}, "
+                            f"image {frame.image_id[row]!r}); {missing_hint(path).replace('first', 'again')}")
     frame.attrs.update(read_metadata(path))
     return frame, feats

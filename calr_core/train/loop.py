@@ -51,7 +51,7 @@ def grouped_forward(module: nn.Module, x: torch.Tensor, group: int,
     ``seeds`` (one per chunk) reseed the torch RNG before each chunk (dropout), so a chunk's
     randomness depends on its place in the global batch, not on which process runs it.
     """
-    chunks = x.split(group) if 0 < group < x.shape[0] else (x,)
+    chunks = x.split(group) if group > 0 else (x,)
     outs = []
     for j, chunk in enumerate(chunks):
         if seeds is not None:
@@ -85,6 +85,27 @@ def train_step(model: nn.Module, memory: ClusterMemory, optimizer: torch.optim.O
     optimizer.step()
     memory.update(feats, targets)
     return loss.detach()
+
+
+def follow_settings(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.StepLR, *,
+                    lr: float, weight_decay: float, step_size: int, gamma: float) -> None:
+    """Make a restored Adam + StepLR follow this round's settings where they differ from the
+    restored ones (an explicit --lr or -S train.* override wins over the previous round's state).
+
+    ``lr`` is the schedule's base rate: after s scheduler steps the rate is
+    lr * gamma ** (s // step_size). Restored state that matches the settings is left as it is.
+    """
+    for group in optimizer.param_groups:
+        group["weight_decay"] = weight_decay
+    if scheduler.base_lrs == [lr] * len(scheduler.base_lrs) and (scheduler.step_size, scheduler.gamma) == (step_size, gamma):
+        return
+    now = lr * gamma ** (scheduler.last_epoch // step_size)
+    scheduler.base_lrs, scheduler.step_size, scheduler.gamma = [lr] * len(scheduler.base_lrs), step_size, gamma
+    for group in optimizer.param_groups:
+        group["initial_lr"], group["lr"] = lr, now
+    scheduler._last_lr = [now] * len(optimizer.param_groups)
+    log.info("lr schedule from the settings: base %.2e, step %d, gamma %g: this round %.2e",
+             lr, step_size, gamma, now)
 
 
 def _to_cpu(obj: Any) -> Any:
@@ -131,6 +152,8 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
     dim = getattr(model, "feat_dim", feats0.shape[-1])
     if feats0.ndim != 2 or feats0.shape != (n, dim):
         raise ValueError(f"init_features: expected shape ({n}, {dim}) (one model feature per path), got {tuple(feats0.shape)}")
+    if not torch.isfinite(feats0).all():
+        raise ValueError("init_features: NaN or inf in the features that seed the memory")
     k = check_labels(labels_t, n)
     cw = None if class_weights is None else torch.as_tensor(np.asarray(class_weights)).float()
     if cw is not None and cw.shape != (k,):
@@ -169,6 +192,8 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
         except ValueError as exc:
             raise ValueError(f"resume_state: its optimizer does not fit this model/camera head ({exc})") from None
         scheduler.load_state_dict(resume_state["scheduler"])
+        follow_settings(optimizer, scheduler, lr=lr, weight_decay=weight_decay, step_size=step_size,
+                        gamma=gamma)
 
     settings = dict(n_cams=n_cams, camera_alignment=camera_alignment, camera_weight=camera_weight,
                     camera_loss_form=camera_loss_form, iters=iters, batch_size=batch_size,

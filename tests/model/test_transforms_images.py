@@ -24,10 +24,26 @@ def test_test_transform_size_and_normalisation():
         torch.testing.assert_close(out[c], torch.full((64, 32), expect[c]), atol=1e-5, rtol=0)
 
 
-def test_test_transform_is_deterministic():
-    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 30, 3), dtype=np.uint8))
-    t = test_transform(32, 16)
-    assert torch.equal(t(img), t(img))
+def reference_test_transform(img: Image.Image, height: int, width: int) -> torch.Tensor:
+    """Independent test preprocessing: PIL bicubic resize, /255, ImageNet normalisation, CHW."""
+    x = np.asarray(img.resize((width, height), Image.BICUBIC), dtype=np.float64) / 255
+    x = (x - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    return torch.from_numpy(x.transpose(2, 0, 1).copy())
+
+
+@pytest.mark.parametrize("seed,in_hw,out_hw", [(0, (50, 30), (32, 16)),  # downscale
+                                                (1, (20, 10), (64, 32)),  # upscale
+                                                (2, (90, 40), (64, 48))])  # mixed, other aspect
+def test_test_transform_matches_reference(seed, in_hw, out_hw):
+    img = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*in_hw, 3), dtype=np.uint8))
+    t = test_transform(*out_hw)
+    torch.manual_seed(0)
+    out = t(img)
+    assert out.dtype == torch.float32 and out.shape == (3, *out_hw)
+    # float32 rounding only (measured max 7e-7); one grey level is 1 / (255 * 0.229) ~ 0.017
+    torch.testing.assert_close(out.double(), reference_test_transform(img, *out_hw), atol=2e-6, rtol=0)
+    torch.manual_seed(12345)  # a different global RNG state must not change the output
+    assert torch.equal(t(img), out)
 
 
 def test_train_transform_size_pad_and_erasing():

@@ -79,7 +79,8 @@ def test_nan_features_fail_with_one_line(world):
     pq.write_table(pa.table({"image_id": ids, "camid": pa.array(cam, pa.int32()), "feature": col}),
                    lay.features(0))
     res = runner.invoke(app, ["cluster-global", "--round", "0", "--no-refine"])
-    assert res.exit_code == 2 and "features: row 5 contains NaN or inf" in res.output
+    assert res.exit_code == 2 and f"{lay.features(0)}: 1 feature row(s) hold NaN or inf (first: row 5" in res.output
+    assert "`calr-stage extract --round 0`" in res.output
     assert not lay.pseudo_labels(0).exists()
 
 
@@ -101,3 +102,115 @@ def test_no_cluster_is_a_warning_and_a_well_formed_artifact_then_training_refuse
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["train", "--round", "0"])
     assert res.exit_code == 2 and "no cluster" in res.output
+
+
+def _jpegs(root, ids, pid):
+    """One real 32 x 16 JPEG per image id, coloured by identity."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, (N_IDS, 3))
+    for name, p in zip(ids, pid):
+        pixels = np.clip(colours[p] + rng.normal(0, 20, (32, 16, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(root / name, quality=90)
+
+
+def _wide(feats):
+    """The blobs as 512-d features (ResNet-18's width), still L2-normalised."""
+    return np.pad(feats, ((0, 0), (0, 512 - feats.shape[1])))
+
+
+TRAIN = ["-S", "train.iters=2", "-S", "train.batch_size=8", "-S", "train.num_instances=2",
+         "-S", "train.save_every=1", "-S", "train.workers=0"]
+
+
+def _train_weights(lay, *extra):
+    import torch
+    lay.checkpoint(0).unlink(missing_ok=True)
+    res = runner.invoke(app, ["train", "--round", "0", *TRAIN, *extra])
+    assert res.exit_code == 0, res.output
+    return torch.load(lay.checkpoint(0), weights_only=False)
+
+
+def test_a_sorted_or_filtered_label_file_trains_by_image_id(world, tmp_path):
+    lay, feats, pid, cam, ids = world
+    _jpegs(tmp_path, ids, pid)
+    write_features(lay.features(0), ids, cam, _wide(feats))
+    assert runner.invoke(app, ["cluster-global", "--round", "0", "--no-refine"]).exit_code == 0
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    before = _train_weights(lay)
+    pl = pd.read_parquet(lay.pseudo_labels(0))
+    pl.sort_values(["label", "image_id"], ascending=[True, False]).to_parquet(lay.pseudo_labels(0))
+    after = _train_weights(lay)  # the README invites users to open, sort and save this file
+    assert all(torch_equal(before["model"][k], v) for k, v in after["model"].items())
+    assert torch_equal(before["memory"]["centroids"], after["memory"]["centroids"])
+    # a filtered file: images it leaves out are not trained on, the others keep their features
+    kept = pl[pl.image_id != ids[0]].sample(frac=1, random_state=0)
+    kept.to_parquet(lay.pseudo_labels(0))
+    assert _train_weights(lay)["memory"]["centroids"].shape == before["memory"]["centroids"].shape
+    # a label file that names an image the features lack is refused by name
+    pl.assign(image_id=pl.image_id.where(pl.index != 3, "stranger.jpg")).to_parquet(lay.pseudo_labels(0))
+    res = runner.invoke(app, ["train", "--round", "0", *TRAIN])
+    assert res.exit_code == 2 and f"{lay.pseudo_labels(0)}: 1 image id(s) not found" in res.output
+
+
+def torch_equal(a, b):
+    import torch
+    return torch.equal(a, b)
+
+
+def test_non_contiguous_cameras_cluster_and_train(world, tmp_path):
+    """Training cameras [0, 6]: the camera head and the weights count them as 0 and 1."""
+    lay, feats, pid, cam, ids = world
+    _jpegs(tmp_path, ids, pid)
+    cam6 = np.where(cam == 1, 6, 0)
+    manifest = read_table("manifest", lay.manifest).assign(camid=cam6)
+    write_table("manifest", manifest, lay.manifest, {"root": "."})
+    write_features(lay.features(0), ids, cam6, _wide(feats))
+    for c in (0, 6):
+        m = cam6 == c
+        write_features(lay.intra_features(c, 0), np.array(ids)[m], cam6[m], feats[m])
+    params = (tmp_path / "params.yaml").read_text().replace("cameras: [0, 1]", "cameras: [0, 6]")
+    (tmp_path / "params.yaml").write_text(params)
+    for c in ("0", "6"):
+        for cmd in (["cluster-intra", "--cam", c, "--round", "0"], ["select-local", "--cam", c]):
+            res = runner.invoke(app, cmd)
+            assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["cluster-global", "--round", "0"])
+    assert res.exit_code == 0, res.output
+    pl = read_table("pseudo_labels", lay.pseudo_labels(0))
+    assert sorted(set(pl.camid)) == [0, 6]  # the file keeps the network's own camera ids
+    np.testing.assert_allclose(pl.weight, np.log(1 + np.log(2)), rtol=1e-5)  # 2 cameras, 50/50
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    state = _train_weights(lay, "-S", "train.camera_rounds=1")
+    last = [v for k, v in state["camera_head"].items() if k.endswith("weight")][-1]
+    assert last.shape[0] == 2  # one output per training camera
+
+
+def test_rounds_and_cameras_params_yaml_does_not_schedule_are_refused_by_name(world):
+    res = runner.invoke(app, ["cluster-intra", "--cam", "9", "--round", "0"])
+    assert res.exit_code == 2 and "--cam 9: not a camera of params.yaml data.cameras [0, 1]" in res.output
+    res = runner.invoke(app, ["train", "--round", "7"])
+    assert res.exit_code == 2 and "--round 7: not a round of params.yaml rounds (ids [0])" in res.output
+    res = runner.invoke(app, ["extract", "--cam", "1", "--round", "3"])
+    assert res.exit_code == 2 and "--round 3: not a round of params.yaml intra.rounds (ids [0])" in res.output
+
+
+def test_a_missing_input_names_the_command_that_writes_it(world):
+    lay = world[0]
+    res = runner.invoke(app, ["train", "--round", "0"])
+    assert res.exit_code == 2 and "run `calr-stage cluster-global --round 0` first" in res.output
+    lay.intra_features(1, 0).unlink()
+    res = runner.invoke(app, ["cluster-intra", "--cam", "1", "--round", "0"])
+    assert res.exit_code == 2 and "run `calr-stage extract --cam 1 --round 0` first" in res.output
+    res = runner.invoke(app, ["select-local", "--cam", "1"])
+    assert res.exit_code == 2 and "run `calr-stage cluster-intra --cam 1 --round 0` first" in res.output
+
+
+def test_dbscan_with_refinement_is_refused(world):
+    res = runner.invoke(app, ["cluster-global", "--round", "0", "--method", "dbscan"])
+    assert res.exit_code == 2 and "set cluster.refine: false" in res.output
+    assert not world[0].pseudo_labels(0).exists()
+    res = runner.invoke(app, ["cluster-global", "--round", "0", "-S", "cluster.method=dbscan"])
+    assert res.exit_code == 2 and "params.yaml: cluster.refine: true does nothing with cluster.method: dbscan" in res.output
+    res = runner.invoke(app, ["cluster-global", "--round", "0", "--method", "dbscan", "--no-refine"])
+    assert res.exit_code == 0, res.output

@@ -1,9 +1,5 @@
 """The whole DAG on a tiny synthetic world, in a real git + DVC repository in tmp."""
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,53 +8,33 @@ import yaml
 
 from calr_core.config import load_params
 from calr_core.paths import Layout
+from tests.project import TINY, make_project, run
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "data": {"synth_size": "tiny", "cameras": [0, 1, 2]},
-    "model": {"height": 64, "width": 32, "weights": "source"},
-    "source": {"synth_size": "tiny", "synth_seed": 5, "iters": 4, "batch_size": 16, "num_instances": 4,
-               "save_every": 2},
-    "intra": {"rounds": [{"id": 0, "prev": "init"}, {"id": 1, "prev": "round0"}], "k1": 6,
-              "k2": 2, "iters": 2, "batch_size": 8, "num_instances": 2},
-    "cluster": {"k1": 8, "k2": 1},
-    "train": {"iters": 3, "batch_size": 16, "num_instances": 4, "save_every": 2,
-              "weights_from": 1, "camera_rounds": 1},
-    "rounds": [{"id": 0, "prev": "init"}, {"id": 1, "prev": "round0"}],
-}
+CAMERAS = {0: 0, 1: 2, 2: 5}  # the synthetic world's cameras as a network's non-contiguous ids
+WORLD = {"data": {**TINY["data"], "cameras": list(CAMERAS.values()), "dataset": "manifest",
+                  "root": "world.csv"}}
 
 
-def _run(cmd, cwd, env):
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
-    return res.stdout + res.stderr
+def _world_manifest(repo, scratch, seed):
+    """world.csv: the images the DAG's `synth` stage renders into data/synth, with cameras
+    renumbered by CAMERAS (a manifest file, as a user's own camera network would bring)."""
+    from calr_core.data.datasets import read_dataset
+    from calr_core.data.synth import render_world
+    render_world(scratch, seed=seed, size="tiny")
+    frame = read_dataset("market1501", scratch, check_images=False)
+    frame = frame.assign(path="data/synth/" + frame.path, camid=frame.camid.map(CAMERAS))
+    frame[["image_id", "path", "camid", "split", "pid"]].to_csv(repo / "world.csv", index=False)
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dag")
-    for name in ("calr_core", "stages"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in TINY.items():
-        if isinstance(values, dict):
-            params[section].update(values)
-        else:
-            params[section] = values
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t", "CALR_LOG": "WARNING"}
-    dvc = [sys.executable, "-m", "dvc"]
-    _run(["git", "init", "-q"], repo, env)
-    _run(dvc + ["init", "-q"], repo, env)
-    _run(dvc + ["config", "core.analytics", "false"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "tiny"], repo, env)
-    out = _run(dvc + ["repro"], repo, env)
+    _world_manifest(repo, tmp_path_factory.mktemp("world"), seed=1)
+    env, dvc = make_project(repo, {**TINY, **WORLD})
+    assert load_params(repo / "params.yaml").data.synth_seed == 1
+    out = run(dvc + ["repro"], repo, env)
     return repo, env, dvc, out
 
 
@@ -80,6 +56,19 @@ def test_every_artifact_is_where_the_layout_says(repo):
     assert not (lay.root / ".recovery").exists() or not any((lay.root / ".recovery").iterdir())
 
 
+def test_a_missing_artifact_names_the_dvc_stage_command_that_writes_it(repo):
+    from calr_core.paths import writer_of
+    path = repo[0]
+    lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    checked = 0
+    for name, st in lock.items():
+        for out in st.get("outs", []):
+            if Path(out["path"]).suffix in (".parquet", ".pt", ".json") and name != "report":
+                assert writer_of(path / out["path"]) == st["cmd"], (name, out["path"])
+                checked += 1
+    assert checked >= 20 and writer_of(path / "artifacts/plots/curves.csv") is None
+
+
 def test_pseudo_labels_open_in_pandas_and_are_consistent(repo):
     path = repo[0]
     pl = pd.read_parquet(path / "artifacts/phase2/round1/pseudo_labels.parquet")
@@ -87,6 +76,7 @@ def test_pseudo_labels_open_in_pandas_and_are_consistent(repo):
                                 "density", "weight", "refined"]
     manifest = pd.read_parquet(path / "artifacts/manifest.parquet")
     assert sorted(pl.image_id) == sorted(manifest[manifest.split == "train"].image_id)
+    assert sorted(set(pl.camid)) == sorted(CAMERAS.values())  # the network's own camera ids
     # refinement only ever turns labels into outliers; pivots are never removed
     changed = pl.label != pl.global_label
     assert (pl.label[changed] == -1).all() and (changed == pl.refined).all()
@@ -95,7 +85,7 @@ def test_pseudo_labels_open_in_pandas_and_are_consistent(repo):
 
 def test_metrics_are_read_by_dvc(repo):
     path, env, dvc, _ = repo
-    shown = json.loads(_run(dvc + ["metrics", "show", "--json"], path, env))
+    shown = json.loads(run(dvc + ["metrics", "show", "--json"], path, env))
     flat = json.dumps(shown)
     for key in ("mAP", "Rank-1", "mINP", "pl_pairwise_f"):
         assert key in flat
@@ -123,14 +113,14 @@ def test_both_phases_start_from_the_pretrained_source_model(repo):
 
 def test_second_repro_is_a_no_op_and_lr_change_reruns_only_training_onwards(repo):
     path, env, dvc, _ = repo
-    out = _run(dvc + ["repro"], path, env)
+    out = run(dvc + ["repro"], path, env)
     assert "Running stage" not in out
     assert "Data and pipelines are up to date" in out
-    status = _run(dvc + ["status", "--json"], path, env)
+    status = run(dvc + ["status", "--json"], path, env)
     assert json.loads(status) == {}
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["train"]["lr"] = 0.0001
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    stale = set(json.loads(_run(dvc + ["status", "--json"], path, env)))
+    stale = set(json.loads(run(dvc + ["status", "--json"], path, env)))
     assert stale, "changing train.lr must invalidate training"
     assert stale == {f"train@rnd{r}" for r in range(2)}, stale  # phase 1 does not read train.lr

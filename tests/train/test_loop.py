@@ -66,3 +66,19 @@ def test_bad_input_is_a_clear_value_error(world, model):
         train_round(model, **world, camera_alignment=True, iters=1, **FAST)
     with pytest.raises(ValueError, match="init_features"):
         train_round(model, **{**world, "init_features": world["init_features"][:5]}, iters=1, **FAST)
+
+
+def test_an_explicit_schedule_overrides_the_restored_one(world, model):
+    """Round 1 resumes Adam + StepLR from round 0; lr/weight decay/step/gamma given for round 1
+    still apply: lr is the schedule's base, so after s scheduler steps the rate is
+    lr * gamma ** (s // step_size)."""
+    r0 = train_round(model, **world, iters=1, lr=3.5e-4, step_size=2, gamma=0.1, **FAST)
+    kept = train_round(copy.deepcopy(model), **world, iters=1, lr=3.5e-4, step_size=2, gamma=0.1,
+                       epoch=1, resume_state=r0, **FAST)
+    assert kept["optimizer"]["param_groups"][0]["lr"] == 3.5e-4 * 0.1  # the restored chain, untouched
+    new = train_round(copy.deepcopy(model), **world, iters=1, lr=1e-3, weight_decay=0.0, step_size=1,
+                      gamma=0.5, epoch=1, resume_state=r0, **FAST)
+    group = new["optimizer"]["param_groups"][0]
+    assert group["lr"] == pytest.approx(1e-3 * 0.5 ** 2) and group["weight_decay"] == 0.0
+    assert new["scheduler"]["base_lrs"] == [1e-3] and new["params"]["lr"] == 1e-3
+    assert (new["scheduler"]["step_size"], new["scheduler"]["gamma"]) == (1, 0.5)

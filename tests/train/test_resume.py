@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from calr_core.io.checkpoint import load_checkpoint
+from calr_core.io.checkpoint import load_checkpoint, save_checkpoint
 from calr_core.model.backbone import build_model
 from calr_core.train.loop import train_round
 from tests.kill import kill_when_written
@@ -48,6 +48,10 @@ def test_killed_round_resumes_to_identical_weights(world, tmp_path, caplog):
     for pid, s in straight["optimizer"]["state"].items():
         assert torch.equal(s["exp_avg_sq"], resumed["optimizer"]["state"][pid]["exp_avg_sq"])
     assert straight["loss"] == pytest.approx(resumed["loss"], rel=1e-6)
+    # the file too: DVC hashes it, and a resumed stage must not re-run everything after it
+    for name, state in (("straight", straight), ("resumed", resumed)):
+        save_checkpoint(tmp_path / f"{name}.pt", state)
+    assert (tmp_path / "straight.pt").read_bytes() == (tmp_path / "resumed.pt").read_bytes()
 
 
 def test_stale_recovery_is_ignored(world, tmp_path, caplog):
