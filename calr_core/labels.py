@@ -37,6 +37,9 @@ def cluster_camera(features: np.ndarray, *, k1: int = 15, k2: int = 4, n_cluster
     if n <= k1:
         raise ValueError(f"camera has {n} images, not more than intra.k1={k1}: lower intra.k1 "
                          f"or drop this camera from data.cameras")
+    if n_clusters > n:
+        raise ValueError(f"camera has {n} images, fewer than intra.n_clusters={n_clusters}: lower "
+                         f"intra.n_clusters (0 = images // intra.ratio)")
     dist = jaccard_distance(features, k1=k1, k2=k2)  # (N, N) sparse
     labels = agglomerative(dist, n_clusters=n_clusters or None, ratio=ratio)
     return labels, float(silhouette(dist, labels))

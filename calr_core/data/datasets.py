@@ -222,10 +222,11 @@ def _read_manifest(file: Path, check_images: bool) -> pd.DataFrame:
 
 
 def _check_image(path: Path) -> None:
-    """Open and verify an image with PIL (reads the header, not the pixels: fast)."""
+    """Decode an image with PIL: a truncated JPEG passes a header check, not a decode (a
+    128 x 64 crop decodes in well under a millisecond)."""
     try:
         with Image.open(path) as im:
-            im.verify()
+            im.load()
     except Exception as e:  # PIL raises many types for bad files; report them as one
         raise DatasetError(f"{path}: unreadable image ({type(e).__name__}: {e}); expected a "
                            "valid JPEG/PNG") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -13,17 +14,27 @@ from typing import Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it into place atomically."""
+    """Yield a temporary path next to ``path``; on success move it into place atomically.
+
+    A failed write (disk full, read-only folder) raises OSError naming ``path`` and leaves
+    nothing behind: the previous file, if any, stays as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
     os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _cannot_write(path, exc) from None
         with contextlib.suppress(OSError):  # make the rename itself durable
             dfd = os.open(path.parent, os.O_RDONLY)
             try:
@@ -32,6 +43,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
                 os.close(dfd)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _cannot_write(path: Path, exc: OSError) -> OSError:
+    free = shutil.disk_usage(path.parent if path.parent.exists() else ".").free
+    hint = "the disk is full" if free < 16 << 20 else "check the folder's permissions and free space"
+    return OSError(f"{path}: cannot write it ({exc.strerror or exc}); {hint}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

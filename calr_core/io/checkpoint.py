@@ -32,7 +32,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` atomically; the same values give the same bytes (DVC hashes them), e.g. a
     round resumed after a crash and the same round run straight through."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        torch.save(_canonical(state), f)  # a file object: the archive's inner name is fixed
+        try:
+            torch.save(_canonical(state), f)  # a file object: the archive's inner name is fixed
+        except RuntimeError as exc:  # torch reports a failed write (e.g. a full disk) this way
+            raise OSError(str(exc).splitlines()[0]) from None
 
 
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:

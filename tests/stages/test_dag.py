@@ -124,3 +124,14 @@ def test_second_repro_is_a_no_op_and_lr_change_reruns_only_training_onwards(repo
     stale = set(json.loads(run(dvc + ["status", "--json"], path, env)))
     assert stale, "changing train.lr must invalidate training"
     assert stale == {f"train@rnd{r}" for r in range(2)}, stale  # phase 1 does not read train.lr
+
+
+def test_bad_inputs_fail_in_one_line_and_touch_nothing(repo, tmp_path):
+    """benchmarks/faults.py's bad-input cases on a copy of this finished project: exit code 2,
+    one line naming the file or key, no new or changed artifact."""
+    from benchmarks.faults import bad_inputs
+    path, env, _, _ = repo
+    results = bad_inputs(path, tmp_path, env)
+    failed = [r for r in results if not r.get("ok") and "skipped" not in r]
+    assert not failed, json.dumps(failed, indent=1)
+    assert sum("ok" in r for r in results) >= 15

@@ -1,0 +1,361 @@
+"""The crash and bad-input matrix, on the tiny DAG of tests/project.py (real git + DVC projects).
+
+    python -m benchmarks.faults [--campaigns 3] [--part all|determinism|crashes|bad]
+
+- determinism: two uninterrupted `dvc repro` runs of fresh projects; every file under
+  artifacts/ and data/ and dvc.lock must be byte-identical.
+- crashes: each campaign runs `dvc repro` and kill -9s the whole process group at a random
+  moment inside the first stage of a kind not yet hit in that campaign (the delay is uniform
+  over that stage's duration in the reference run), then re-runs, until `dvc repro` finishes
+  with no kill. The finished project must equal the uninterrupted one byte for byte.
+- bad inputs: each case damages one input of a finished project (a hard-linked copy: damage
+  replaces files, never edits them in place), runs one stage, and checks exit code 2, exactly
+  one line on stderr naming the file or key, no new or changed artifact.
+Writes benchmarks/results/faults.json and prints the tables (README "Reliability").
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from tests.project import TINY, make_project, run
+
+RESULTS = Path(__file__).parent / "results" / "faults.json"
+RUNNING = re.compile(r"Running stage '([^']+)'")
+
+
+def kind(stage: str) -> str:
+    """'extract-intra@0-1' -> 'extract-intra'."""
+    return stage.split("@")[0]
+
+
+def snapshot(repo: Path) -> dict[str, str]:
+    """md5 of every file the pipeline writes (artifacts/, data/) and of dvc.lock."""
+    files = [p for top in ("artifacts", "data") for p in (repo / top).rglob("*")
+             if p.is_file() and ".recovery" not in p.parts]
+    files.append(repo / "dvc.lock")
+    return {str(p.relative_to(repo)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(files)}
+
+
+def differences(a: dict[str, str], b: dict[str, str]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def repro(repo: Path, env: dict, dvc: list[str], pick: Callable[[str], bool] | None = None,
+          durations: dict[str, float] | None = None, rng: random.Random | None = None):
+    """`dvc repro`; with ``pick``, SIGKILL its process group at a random moment inside the first
+    stage ``pick`` accepts. Returns (kill record or None, seconds per stage, output)."""
+    proc = subprocess.Popen(dvc + ["repro"], cwd=repo, env={**env, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: ([lines.put(x) for x in proc.stdout], lines.put(None)), daemon=True).start()
+    current, started, kill_at, log, times = None, 0.0, None, [], {}
+    while True:
+        try:
+            line = lines.get(timeout=0.02)
+        except queue.Empty:
+            line = ""
+        now = time.monotonic()
+        if line is None:
+            break
+        if line:
+            log.append(line)
+            m = RUNNING.search(line)
+            if m:
+                if current:
+                    times[current] = now - started
+                current, started = m.group(1), now
+                if pick is not None and kill_at is None and pick(current):
+                    kill_at = now + rng.uniform(0.0, 1.0) * durations.get(current, 1.0)
+        if kill_at is not None and now >= kill_at:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return {"stage": current, "kind": kind(current), "after_s": round(now - started, 2)}, times, "".join(log)
+    proc.wait()
+    if current:
+        times[current] = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc repro failed (rc {proc.returncode}):\n{''.join(log)[-3000:]}")
+    return None, times, "".join(log)
+
+
+def determinism(scratch: Path) -> tuple[dict, Path, dict[str, float]]:
+    runs = []
+    for name in ("reference", "second"):
+        repo = scratch / name
+        repo.mkdir()
+        env, dvc = make_project(repo, TINY)
+        t0 = time.monotonic()
+        _, times, _ = repro(repo, env, dvc)
+        runs.append((repo, snapshot(repo), time.monotonic() - t0, times))
+    (ref, a, secs, times), (_, b, _, _) = runs
+    diff = differences(a, b)
+    return ({"files": len(a), "differing": diff, "seconds_per_run": round(secs, 1),
+             "stages": len(times)}, ref, times)
+
+
+def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float], campaigns: int) -> dict:
+    kinds = sorted({kind(s) for s in durations})
+    out = []
+    for c in range(campaigns):
+        repo = scratch / f"campaign{c}"
+        repo.mkdir()
+        env, dvc = make_project(repo, TINY)
+        rng, hit, kills, failures = random.Random(c), set(), [], []
+        t0 = time.monotonic()
+        for _ in range(3 * len(kinds)):
+            try:
+                killed, _, _ = repro(repo, env, dvc, lambda s: kind(s) not in hit, durations, rng)
+            except RuntimeError as exc:  # a re-run that does not finish: the fault we look for
+                failures.append(str(exc)[-1500:])
+                break
+            if killed is None:
+                break
+            hit.add(killed["kind"])
+            kills.append(killed)
+            print(f"campaign {c}: killed {killed['stage']} after {killed['after_s']} s", flush=True)
+        diff = differences(reference, snapshot(repo))
+        out.append({"campaign": c, "kills": kills, "failures": failures, "differing": diff,
+                    "seconds": round(time.monotonic() - t0, 1)})
+        shutil.rmtree(repo)
+    per_kind = {k: sum(kl["kind"] == k for o in out for kl in o["kills"]) for k in kinds}
+    return {"campaigns": out, "kills_per_kind": per_kind,
+            "all_equal": all(not o["differing"] and not o["failures"] for o in out)}
+
+
+# ---- bad inputs ---------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    name: str
+    command: list[str]            # calr-stage arguments
+    names: str                    # what the error line must contain ({repo}-relative path or key)
+    damage: Callable[[Path], None] = lambda repo: None
+    remove: list[str] = field(default_factory=list)  # the stage's own outputs, removed first
+    unprivileged: bool = False    # run without root's file-permission override
+    mount: str | None = None      # a folder to put on a tiny tmpfs (disk full)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    path.unlink()
+    path.write_bytes(data)
+
+
+def _cut(rel: str, keep: float = 0.5) -> Callable[[Path], None]:
+    def damage(repo: Path) -> None:
+        data = (repo / rel).read_bytes()
+        _replace(repo / rel, data[: int(len(data) * keep)])
+    return damage
+
+
+def _bad_features(rel: str, value: float) -> Callable[[Path], None]:
+    def damage(repo: Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        table = pq.read_table(repo / rel)
+        feats = np.stack(table.column("feature").to_numpy(zero_copy_only=False)).astype(np.float32)
+        feats[3, 7] = value
+        col = pa.FixedSizeListArray.from_arrays(pa.array(feats.ravel()), feats.shape[1])
+        (repo / rel).unlink()
+        pq.write_table(table.set_column(2, "feature", col), repo / rel)
+    return damage
+
+
+def _all_outliers(repo: Path) -> None:
+    import pandas as pd
+    rel = repo / "artifacts/phase2/round0/pseudo_labels.parquet"
+    frame = pd.read_parquet(rel).assign(label=-1, global_label=-1, weight=0.0)
+    rel.unlink()
+    frame.to_parquet(rel, index=False)
+
+
+def _foreign(repo: Path) -> None:
+    import pandas as pd
+    rel = repo / "artifacts/phase2/round0/pseudo_labels.parquet"
+    rel.unlink()
+    pd.DataFrame({"person": ["a", "b"], "score": [0.5, 0.7]}).to_parquet(rel)
+
+
+def _params_typo(repo: Path) -> None:
+    text = (repo / "params.yaml").read_text().replace("  lr: 0.00035\n  weight_decay", "  lrr: 0.00035\n  weight_decay", 1)
+    _replace(repo / "params.yaml", text.encode())
+
+
+def _first_image(repo: Path) -> str:
+    return str(sorted((repo / "data/synth/bounding_box_train").glob("*.jpg"))[0].relative_to(repo))
+
+
+def _image(how: str) -> Callable[[Path], None]:
+    def damage(repo: Path) -> None:
+        path = repo / _first_image(repo)
+        data = path.read_bytes()
+        _replace(path, b"" if how == "empty" else data[: len(data) // 2] if how == "cut" else data)
+        if how == "unreadable":
+            path.chmod(0)
+    return damage
+
+
+def cases(repo: Path) -> list[Case]:
+    """The bad-input cases for the finished project at ``repo`` (its first camera and image)."""
+    from calr_core.config import load_params
+    cam = str(load_params(repo / "params.yaml").data.cameras[0])
+    img = _first_image(repo)
+    f0, pl0 = "artifacts/phase2/round0/features.parquet", "artifacts/phase2/round0/pseudo_labels.parquet"
+    ck0 = "artifacts/phase2/round0/checkpoint.pt"
+    out_global = [pl0, "artifacts/phase2/round0/cluster_summary.json"]
+    prep = ["prepare", "--out", "artifacts/manifest-new.parquet"]
+    return [
+        Case("zero-byte image", prep, img, _image("empty")),
+        Case("truncated JPEG", prep, img, _image("cut")),
+        Case("unreadable image file", prep, img, _image("unreadable"), unprivileged=True),
+        Case("truncated Parquet", ["cluster-global", "--round", "0"], f0, _cut(f0), out_global),
+        Case("Parquet with a foreign schema", ["train", "--round", "0"], pl0, _foreign, [ck0]),
+        Case("truncated checkpoint", ["extract", "--round", "1"], ck0, _cut(ck0),
+             ["artifacts/phase2/round1/features.parquet"]),
+        Case("checkpoint of another architecture", ["init", "-S", "model.arch=resnet50"],
+             "artifacts/source/checkpoint.pt", remove=["artifacts/phase2/init/checkpoint.pt"]),
+        Case("NaN features into clustering", ["cluster-global", "--round", "0"], f0,
+             _bad_features(f0, np.nan), out_global),
+        Case("Inf features into training", ["train", "--round", "0"], f0, _bad_features(f0, np.inf), [ck0]),
+        Case("every image an outlier", ["train", "--round", "0"], pl0, _all_outliers, [ck0]),
+        Case("camera with fewer images than intra.k1",
+             ["cluster-intra", "--cam", cam, "--round", "0", "-S", "intra.k1=100000"], "intra.k1",
+             remove=[f"artifacts/phase1/cam{cam}/labels/round0.parquet"]),
+        Case("camera with fewer images than intra.n_clusters",
+             ["cluster-intra", "--cam", cam, "--round", "0", "-S", "intra.n_clusters=100000"],
+             "intra.n_clusters", remove=[f"artifacts/phase1/cam{cam}/labels/round0.parquet"]),
+        Case("unknown params key", ["train", "--round", "0"], "train.lrr", _params_typo, [ck0]),
+        Case("mistyped params value", ["train", "--round", "0", "-S", "train.lr=fast"], "train.lr",
+             remove=[ck0]),
+        Case("disk full while writing", ["train", "--round", "0"], ck0, remove=[ck0],
+             mount="artifacts/phase2/round0"),
+        Case("read-only artifacts folder", ["cluster-global", "--round", "0"], pl0, remove=out_global,
+             unprivileged=True, damage=lambda repo: _read_only(repo / "artifacts", True)),
+    ]
+
+
+def _read_only(root: Path, on: bool) -> None:
+    for d in [root, *(p for p in root.rglob("*") if p.is_dir())]:
+        d.chmod(0o555 if on else 0o755)
+
+
+def _state(root: Path) -> dict[str, tuple]:
+    """What a failed stage must leave as it was: every file's size, mtime and inode."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns, p.stat().st_ino)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def _tmpfs(folder: Path, spare: int):
+    """``folder`` on a tmpfs that holds its files plus ``spare`` bytes (needs root)."""
+    saved = Path(tempfile.mkdtemp())
+    shutil.copytree(folder, saved / "x")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) + spare
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True,
+                   capture_output=True)
+    try:
+        shutil.copytree(saved / "x", folder, dirs_exist_ok=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+        shutil.rmtree(saved)
+
+
+def can_mount() -> bool:
+    with tempfile.TemporaryDirectory() as d:
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", d], capture_output=True).returncode == 0
+        if ok:
+            subprocess.run(["umount", d], check=True)
+        return ok
+
+
+def run_case(case: Case, finished: Path, scratch: Path, env: dict) -> dict:
+    """Damage a hard-linked copy of ``finished``, run the stage, and judge what it did."""
+    repo = scratch / re.sub(r"\W+", "-", case.name)
+    subprocess.run(["cp", "-al", str(finished), str(repo)], check=True)
+    shutil.copy(finished / "params.yaml", repo / "params.yaml.tmp")
+    (repo / "params.yaml").unlink()
+    (repo / "params.yaml.tmp").rename(repo / "params.yaml")
+    for rel in case.remove:
+        (repo / rel).unlink(missing_ok=True)
+    case.damage(repo)
+    cmd = [str(Path(sys.executable).parent / "calr-stage"), *case.command]
+    if case.unprivileged and os.geteuid() == 0:  # root reads and writes anything: drop that power
+        caps = "-dac_override,-dac_read_search"
+        cmd = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
+    mount = _tmpfs(repo / case.mount, spare=64 * 1024) if case.mount else contextlib.nullcontext()
+    with mount:
+        before = _state(repo / "artifacts")
+        res = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        after = _state(repo / "artifacts")
+    if case.name.startswith("read-only"):
+        _read_only(repo / "artifacts", False)
+    lines = [x for x in res.stderr.splitlines() if x.strip()]
+    changed = differences({k: str(v) for k, v in before.items()}, {k: str(v) for k, v in after.items()})
+    result = {"case": case.name, "command": " ".join(["calr-stage", *case.command]), "exit": res.returncode,
+              "stderr": lines, "changed": changed,
+              "ok": res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ")
+              and case.names in lines[0] and not changed}
+    shutil.rmtree(repo, ignore_errors=True)
+    return result
+
+
+def bad_inputs(finished: Path, scratch: Path, env: dict) -> list[dict]:
+    mountable = can_mount()
+    out = []
+    for case in cases(finished):
+        if case.mount and not mountable:
+            out.append({"case": case.name, "skipped": "needs mount (root)"})
+            continue
+        out.append(run_case(case, finished, scratch, env))
+        print(f"{'ok ' if out[-1]['ok'] else 'BAD'} {case.name}: {out[-1]['stderr'][:1]}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--campaigns", type=int, default=3)
+    ap.add_argument("--part", choices=["all", "determinism", "crashes", "bad"], default="all")
+    args = ap.parse_args()
+    result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    with tempfile.TemporaryDirectory(prefix="calr-faults-") as tmp:
+        scratch = Path(tmp)
+        t0 = time.monotonic()
+        det, ref, durations = determinism(scratch)
+        print(f"determinism: {det}", flush=True)
+        if args.part in ("all", "determinism"):
+            result["determinism"] = det
+        reference = snapshot(ref)
+        if args.part in ("all", "bad"):
+            env = {**os.environ, "CALR_LOG": "WARNING"}
+            result["bad_inputs"] = bad_inputs(ref, scratch, env)
+        if args.part in ("all", "crashes"):
+            result["crashes"] = crashes(scratch, reference, durations, args.campaigns)
+            print(json.dumps(result["crashes"]["kills_per_kind"]), "all equal:", result["crashes"]["all_equal"])
+        result["machine"] = f"{os.cpu_count()} CPU cores"
+        result["seconds"] = round(time.monotonic() - t0, 1)
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
