@@ -129,8 +129,8 @@ def render_world(out: str | os.PathLike, *, seed: int, size: str = "demo", **ove
             name = f"{pid:04d}_c{cam + 1}s1_{frames[cam]:06d}_01.jpg"
             Image.fromarray(img).save(tmp / FOLDERS[split] / name, quality=cfg["jpeg_quality"])
         summary = _summary(plan, cfg, seed, size, time.perf_counter() - t0)
-        (tmp / "world.json").write_text(json.dumps(
-            {**summary, "cameras": [_camera_dict(c) for c in cams]}, indent=1))
+        kept = {k: v for k, v in summary.items() if k != "seconds"}  # the file: same seed, same bytes
+        (tmp / "world.json").write_text(json.dumps({**kept, "cameras": [_camera_dict(c) for c in cams]}, indent=1))
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -9,6 +9,7 @@ steps once per round. A killed round resumes exactly from its recovery checkpoin
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -205,6 +206,9 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
                       "init_features": feats0, "class_weights": cw,
                       "scheduler_epoch": np.asarray(scheduler.last_epoch)}, settings)
     start, loss_sum = 0, 0.0
+    round_seed = step_seed(seed, epoch, 2**40)  # python's and numpy's global RNGs, which the
+    random.seed(round_seed)                       # checkpoint records: same run, same bytes
+    np.random.seed(round_seed % 2**32)
     rec = load_recovery(recovery_path, fp)
     if rec is not None:
         model.load_state_dict(rec["model"])

@@ -60,3 +60,16 @@ def test_stale_recovery_is_ignored(world, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="calr_core.train.recovery"):
         state = _round(world, recovery=recovery, iters=2)
     assert "other inputs" in caplog.text and state["iters_done"] == 2 and not recovery.exists()
+
+
+def test_the_same_round_writes_the_same_bytes_whatever_the_global_rngs(world, tmp_path):
+    """Another process starts python's and numpy's global RNGs elsewhere; the checkpoint records
+    them, so the round seeds them itself."""
+    import random
+
+    import numpy as np
+    for name, seed in (("a", 1), ("b", 2)):
+        random.seed(seed)
+        np.random.seed(seed)
+        save_checkpoint(tmp_path / f"{name}.pt", _round(world, iters=2))
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
