@@ -98,19 +98,21 @@ def repro(repo: Path, env: dict, dvc: list[str], pick: Callable[[str], bool] | N
     return None, times, "".join(log)
 
 
-def determinism(scratch: Path) -> tuple[dict, Path, dict[str, float]]:
-    runs = []
-    for name in ("reference", "second"):
-        repo = scratch / name
-        repo.mkdir()
-        env, dvc = make_project(repo, TINY)
-        t0 = time.monotonic()
-        _, times, _ = repro(repo, env, dvc)
-        runs.append((repo, snapshot(repo), time.monotonic() - t0, times))
-    (ref, a, secs, times), (_, b, _, _) = runs
-    diff = differences(a, b)
-    return ({"files": len(a), "differing": diff, "seconds_per_run": round(secs, 1),
-             "stages": len(times)}, ref, times)
+def uninterrupted(scratch: Path, name: str) -> tuple[Path, dict[str, str], float, dict[str, float]]:
+    """A fresh project run through: (folder, snapshot, seconds, seconds per stage)."""
+    repo = scratch / name
+    repo.mkdir()
+    env, dvc = make_project(repo, TINY)
+    t0 = time.monotonic()
+    _, times, _ = repro(repo, env, dvc)
+    return repo, snapshot(repo), time.monotonic() - t0, times
+
+
+def determinism(scratch: Path, first: tuple) -> dict:
+    _, a, secs, times = first
+    _, b, _, _ = uninterrupted(scratch, "second")
+    return {"files": len(a), "differing": differences(a, b), "seconds_per_run": round(secs, 1),
+            "stages": len(times)}
 
 
 def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float], campaigns: int) -> dict:
@@ -340,11 +342,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="calr-faults-") as tmp:
         scratch = Path(tmp)
         t0 = time.monotonic()
-        det, ref, durations = determinism(scratch)
-        print(f"determinism: {det}", flush=True)
+        first = uninterrupted(scratch, "reference")
+        ref, reference, _, durations = first
         if args.part in ("all", "determinism"):
-            result["determinism"] = det
-        reference = snapshot(ref)
+            result["determinism"] = determinism(scratch, first)
+            print(f"determinism: {result['determinism']}", flush=True)
         if args.part in ("all", "bad"):
             env = {**os.environ, "CALR_LOG": "WARNING"}
             result["bad_inputs"] = bad_inputs(ref, scratch, env)
@@ -352,7 +354,7 @@ def main() -> None:
             result["crashes"] = crashes(scratch, reference, durations, args.campaigns)
             print(json.dumps(result["crashes"]["kills_per_kind"]), "all equal:", result["crashes"]["all_equal"])
         result["machine"] = f"{os.cpu_count()} CPU cores"
-        result["seconds"] = round(time.monotonic() - t0, 1)
+        result[f"seconds_{args.part}"] = round(time.monotonic() - t0, 1)
     RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {RESULTS}")
 

@@ -5,6 +5,7 @@ A stage killed mid-write leaves the previous file (or none), never a half-writte
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -17,11 +18,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success move it into place atomically.
 
     A failed write (disk full, read-only folder) raises OSError naming ``path`` and leaves
-    nothing behind: the previous file, if any, stays as it was.
+    nothing behind: the previous file, if any, stays as it was. The temp file of a write that
+    was killed (kill -9 skips every cleanup) is removed by the next write of ``path``.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed write
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _cannot_write(path, exc) from None
@@ -77,7 +81,10 @@ def atomic_dir(path: str | os.PathLike, marker: str) -> Iterator[Path]:
         raise FileExistsError(f"{path}: folder exists and was not written by calr; "
                               f"choose another output folder or remove it yourself")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    name = glob.escape(path.name)  # left by a killed run: ours, and the writer's own inside it
+    for stale in [*path.parent.glob(f".{name}.*.tmp"), *path.parent.glob(f"..{name}.*.tmp.tmp-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         (tmp / MARKER).write_text(marker + "\n")

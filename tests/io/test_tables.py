@@ -78,6 +78,30 @@ def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["a.txt"]
 
 
+def test_a_killed_writes_temp_file_goes_with_the_next_write(tmp_path):
+    path = tmp_path / "a.parquet"
+    stale = tmp_path / ".a.parquet.k1ll3d.tmp"  # what kill -9 during a write leaves
+    other = tmp_path / ".b.parquet.k1ll3d.tmp"  # another artifact's: not ours to remove
+    stale.write_bytes(b"half")
+    other.write_bytes(b"half")
+    with atomic_path(path) as tmp:
+        tmp.write_text("new")
+    assert path.read_text() == "new" and not stale.exists() and other.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".b.parquet.k1ll3d.tmp", "a.parquet"]
+
+
+def test_a_killed_runs_temp_folders_go_with_the_next_run(tmp_path):
+    out = tmp_path / "synth"
+    stale = [tmp_path / ".synth.k1ll3d.tmp", tmp_path / "..synth.k1ll3d.tmp.tmp-123"]
+    mine = tmp_path / ".synth-backup"  # a user's folder of a similar name stays
+    for d in [*stale, mine]:
+        (d / "sub").mkdir(parents=True)
+    with atomic_dir(out, marker="synth") as tmp:
+        (tmp / "x").write_text("new")
+    assert (out / "x").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".synth-backup", "synth"]
+
+
 def test_atomic_dir_never_replaces_a_users_folder(tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
