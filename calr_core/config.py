@@ -221,15 +221,19 @@ def parse_params(raw: dict | None) -> Params:
         raise ParamsError(f"params: {exc}") from None
 
 
-def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
-    """Load ``path`` and apply ``section.key=value`` overrides (values parsed as YAML)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ParamsError(f"{path}: params file not found (run from the project folder or pass --params)")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Load ``path`` (None: the defaults above) and apply ``section.key=value`` overrides
+    (values parsed as YAML)."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ParamsError(f"{path}: params file not found (run from the project folder or pass --params)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    path = path or "defaults"
     for item in overrides:
         key, sep, value = item.partition("=")
         parts = key.strip().split(".")

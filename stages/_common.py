@@ -23,16 +23,21 @@ log = logging.getLogger("calr")
 
 
 def setup(params_path: Path, overrides: Optional[List[str]], artifacts: Path = Path("artifacts"),
-          *, rnd: Optional[int] = None, cam: Optional[int] = None) -> tuple[Params, Layout]:
+          *, rnd: Optional[int] = None, cam: Optional[int] = None, standalone: bool = False
+          ) -> tuple[Params, Layout]:
     """Configure logging once and load the checked params; return them with the artifact layout.
 
     ``rnd`` / ``cam``: the stage's --round / --cam, refused unless params.yaml schedules them
-    (``rnd`` is a phase-1 round when ``cam`` is given).
+    (``rnd`` is a phase-1 round when ``cam`` is given). ``standalone``: a stage that needs no
+    pipeline runs anywhere; without a params.yaml in the current folder it takes the
+    documented defaults (calr_core/config.py).
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=os.environ.get("CALR_LOG", "INFO"), format="%(message)s",
                             datefmt="[%X]", handlers=[RichHandler(show_path=False, markup=False)])
         logging.getLogger("faiss").setLevel(logging.WARNING)  # its import-time chatter
+    if standalone and Path(params_path) == Path("params.yaml") and not Path(params_path).is_file():
+        params_path = None
     p = load_params(params_path, overrides or ())
     if cam is not None and cam not in p.data.cameras:
         fail(f"--cam {cam}: not a camera of {params_path} data.cameras {p.data.cameras}")
@@ -42,6 +47,21 @@ def setup(params_path: Path, overrides: Optional[List[str]], artifacts: Path = P
         if rnd not in ids:
             fail(f"--round {rnd}: not a round of {params_path} {where} (ids {ids})")
     return p, Layout(Path(artifacts))
+
+
+def latest_round(p: Params, rnd: Optional[int], cam: Optional[int], exists: Callable[[int], bool],
+                 what: str) -> int:
+    """``rnd`` when given, else the latest scheduled round (phase 1 with ``cam``) whose input
+    ``exists``; the choice is the stage's first log line."""
+    if rnd is not None:
+        return rnd
+    rounds, where = (p.intra.rounds, "intra.rounds") if cam is not None else (p.rounds, "rounds")
+    have = [r.id for r in rounds if exists(r.id)]
+    if not have:
+        fail(f"--round not given, and no round of params {where} has {what} yet: run `dvc repro` "
+             f"(or the stage that writes them) first, or pass --round")
+    log.info("round %d (latest with %s)", have[-1], what)
+    return have[-1]
 
 
 def pick(value, default):

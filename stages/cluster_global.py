@@ -7,12 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, fail, pick, setup, stage
+from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, fail, latest_round, pick, setup, stage
 
 
 @stage
 def cluster_global(
-    rnd: int = typer.Option(..., "--round", help="Phase-2 round."),
+    rnd: Optional[int] = typer.Option(None, "--round", help="Phase-2 round (default: the latest with features)."),
     method: Optional[str] = typer.Option(None, help="infomap | dbscan (default: params cluster.method)."),
     refine: Optional[bool] = typer.Option(None, "--refine/--no-refine", help="Pivot refinement (default: params cluster.refine)."),
     params: Path = PARAMS_OPT,
@@ -30,6 +30,7 @@ def cluster_global(
     from calr_core.labels import gather_local_labels, summarize
 
     p, layout = setup(params, set_, artifacts, rnd=rnd)
+    rnd = latest_round(p, rnd, None, lambda r: layout.features(r).is_file(), "features")
     c = p.cluster
     method, refine = pick(method, c.method), pick(refine, c.refine)
     if method == "dbscan" and refine:

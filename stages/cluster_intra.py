@@ -6,13 +6,13 @@ from typing import List, Optional
 
 import typer
 
-from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, setup, stage
+from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, latest_round, setup, stage
 
 
 @stage
 def cluster_intra(
     cam: int = typer.Option(..., help="Camera to cluster (0-based)."),
-    rnd: int = typer.Option(..., "--round", help="Intra-camera round."),
+    rnd: Optional[int] = typer.Option(None, "--round", help="Intra-camera round (default: the latest with features)."),
     params: Path = PARAMS_OPT,
     set_: Optional[List[str]] = SET_OPT,
     artifacts: Path = ARTIFACTS_OPT,
@@ -24,6 +24,7 @@ def cluster_intra(
     from calr_core.labels import cluster_camera
 
     p, layout = setup(params, set_, artifacts, rnd=rnd, cam=cam)
+    rnd = latest_round(p, rnd, cam, lambda r: layout.intra_features(cam, r).is_file(), "features")
     frame, feats = read_features(layout.intra_features(cam, rnd))
     q = p.intra
     labels, score = cluster_camera(feats, k1=q.k1, k2=q.k2, n_clusters=q.n_clusters, ratio=q.ratio)

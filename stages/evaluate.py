@@ -7,12 +7,12 @@ from typing import List, Optional
 
 import typer
 
-from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
+from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, fail, latest_round, pick, setup, stage
 
 
 @stage
 def evaluate(
-    rnd: Optional[int] = typer.Option(None, "--round", help="Phase-2 round whose checkpoint to evaluate."),
+    rnd: Optional[int] = typer.Option(None, "--round", help="Phase-2 round whose checkpoint to evaluate (default: the latest trained one)."),
     source: bool = typer.Option(False, "--source", help="Evaluate the start model instead (direct "
                                 "transfer: the model.weights start, before any adaptation)."),
     rerank: Optional[bool] = typer.Option(None, "--rerank/--no-rerank", help="k-reciprocal re-ranking (default: params evaluate.rerank)."),
@@ -32,8 +32,10 @@ def evaluate(
     from calr_core.report import PSEUDO_LABEL_KEYS, evaluate_model, pseudo_label_quality
 
     p, layout = setup(params, set_, artifacts, rnd=rnd)
-    if (rnd is None) == (not source):
-        raise ValueError("give exactly one of --round R and --source")
+    if rnd is not None and source:
+        fail("give --round R or --source, not both")
+    if not source:
+        rnd = latest_round(p, rnd, None, lambda r: layout.checkpoint(r).is_file(), "a trained checkpoint")
     e = p.evaluate
     key, folder = ("source", "init") if source else (rnd, rnd)  # metrics name, checkpoint folder
     manifest = read_table("manifest", layout.manifest)

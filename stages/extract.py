@@ -7,12 +7,12 @@ from typing import List, Optional
 import typer
 
 from calr_core.paths import previous
-from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
+from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, latest_round, pick, setup, stage
 
 
 @stage
 def extract(
-    rnd: int = typer.Option(..., "--round", help="Round whose clustering these features feed."),
+    rnd: Optional[int] = typer.Option(None, "--round", help="Round whose clustering these features feed (default: the latest round whose start checkpoint exists)."),
     cam: Optional[int] = typer.Option(None, help="Phase 1: this camera's images and model; omit for phase 2 (all cameras)."),
     batch_size: Optional[int] = typer.Option(None, help="Images per batch (default: params extract.batch_size)."),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (default: params extract.device)."),
@@ -27,6 +27,9 @@ def extract(
     from calr_core.model.state import load_model
 
     p, layout = setup(params, set_, artifacts, rnd=rnd, cam=cam)
+    start = (lambda r: layout.checkpoint(previous(p.rounds, r))) if cam is None else \
+        (lambda r: layout.intra_checkpoint(cam, previous(p.intra.rounds, r, "intra.rounds")))
+    rnd = latest_round(p, rnd, cam, lambda r: start(r).is_file(), "a start checkpoint")
     manifest = read_table("manifest", layout.manifest)
     train = split(manifest, "train")
     if cam is None:

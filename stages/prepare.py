@@ -25,11 +25,12 @@ def prepare(
     from calr_core.data.manifest import check_cameras
     from calr_core.io import write_table
 
-    p, layout = setup(params, set_, artifacts)
+    p, layout = setup(params, set_, artifacts, standalone=True)
     dataset, root = pick(dataset, p.data.dataset), pick(root, Path(p.data.root))
     out = pick(out, layout.manifest)
     frame = read_dataset(dataset, root, check_images=pick(check_images, p.data.check_images))
-    check_cameras(frame, p.data.cameras, params)
+    if Path(params).is_file():  # the DAG iterates over data.cameras: they must match
+        check_cameras(frame, p.data.cameras, params)
     write_table("manifest", frame[["image_id", "path", "camid", "split", "pid"]], out,
                 metadata={"dataset": frame.attrs.get("dataset", dataset),
                           "version": frame.attrs.get("version", ""),

@@ -25,7 +25,7 @@ def search(
     from calr_core.search import gallery_frame
     from calr_core.search import search as run_search
 
-    p, _ = setup(params, set_)
+    p, _ = setup(params, set_, standalone=True)
     root, frame = gallery_frame(gallery)
     result = run_search(load_model(checkpoint), query, root, frame, height=p.model.height,
                         width=p.model.width, top_k=top_k, batch_size=p.extract.batch_size,

@@ -22,7 +22,7 @@ def synth(
     from calr_core.data.synth import SIZES, render_world
     from calr_core.io.atomic import atomic_dir
 
-    p, _ = setup(params, set_)
+    p, _ = setup(params, set_, standalone=True)
     out, seed, size = pick(out, Path(p.data.root)), pick(seed, p.data.synth_seed), pick(size, p.data.synth_size)
     if size not in SIZES:
         raise ValueError(f"--size {size!r}: expected one of {', '.join(SIZES)}")

@@ -9,12 +9,12 @@ import numpy as np
 import typer
 
 from calr_core.paths import previous
-from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, pick, setup, stage
+from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, latest_round, pick, setup, stage
 
 
 @stage
 def train(
-    rnd: int = typer.Option(..., "--round", help="Round to train (its pseudo labels must exist)."),
+    rnd: Optional[int] = typer.Option(None, "--round", help="Round to train (default: the latest with pseudo labels, or local labels with --cam)."),
     cam: Optional[int] = typer.Option(None, help="Phase 1: train camera C's own model on its local labels."),
     iters: Optional[int] = typer.Option(None, help="Iterations (default: params train.iters, or intra.iters with --cam)."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate (default: params train.lr / intra.lr)."),
@@ -37,6 +37,8 @@ def train(
     from calr_core.train.loop import train_round
 
     p, layout = setup(params, set_, artifacts, rnd=rnd, cam=cam)
+    labels_of = layout.pseudo_labels if cam is None else (lambda r: layout.intra_labels(cam, r))
+    rnd = latest_round(p, rnd, cam, lambda r: labels_of(r).is_file(), "labels")
     rank, _, _ = du.init_distributed(pick(device, p.train.device))
     t, q = p.train, p.intra
     manifest = split(read_table("manifest", layout.manifest), "train")

@@ -214,3 +214,23 @@ def test_dbscan_with_refinement_is_refused(world):
     assert res.exit_code == 2 and "params.yaml: cluster.refine: true does nothing with cluster.method: dbscan" in res.output
     res = runner.invoke(app, ["cluster-global", "--round", "0", "--method", "dbscan", "--no-refine"])
     assert res.exit_code == 0, res.output
+
+
+def test_round_defaults_to_the_latest_with_inputs_and_says_so(world, tmp_path, caplog):
+    import logging
+    lay, feats, pid, cam, ids = world
+    params = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "params.yaml").write_text(params.replace(
+        "rounds: [{id: 0, prev: init}]\nmodel", "rounds: [{id: 0, prev: init}, {id: 1, prev: round0}]\nmodel"))
+    write_features(lay.features(1), ids, cam, feats)  # round 1's features, no labels yet
+    with caplog.at_level(logging.INFO, logger="calr"):
+        res = runner.invoke(app, ["cluster-global", "--no-refine"])
+    assert res.exit_code == 0, res.output
+    assert "round 1 (latest with features)" in caplog.text and lay.pseudo_labels(1).is_file()
+    assert not lay.pseudo_labels(0).exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="calr"):
+        res = runner.invoke(app, ["cluster-intra", "--cam", "1"])
+    assert res.exit_code == 0 and "round 0 (latest with features)" in caplog.text
+    res = runner.invoke(app, ["evaluate"])
+    assert res.exit_code == 2 and "no round of params rounds has a trained checkpoint yet" in res.output

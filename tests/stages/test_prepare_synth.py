@@ -65,3 +65,18 @@ def test_synth_renders_a_readable_world_and_never_clobbers_a_users_folder(tmp_pa
     res = runner.invoke(app, ["synth", "--out", str(mine), "--size", "tiny", "--params", str(params)])
     assert res.exit_code == 2 and "not written by calr" in res.output
     assert [p.name for p in mine.iterdir()] == ["holiday.jpg"]
+
+
+def test_synth_and_prepare_run_outside_a_project(tmp_path, monkeypatch):
+    """No params.yaml here: the documented defaults; prepare checks cameras only for a DAG."""
+    from calr_core.config import Params
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["synth", "--out", "world", "--size", "tiny", "--seed", "3"])
+    assert res.exit_code == 0, res.output
+    root = make_folders(tmp_path / "market", MARKET)  # cameras [0, 1, 2, 5], not the default list
+    assert Params().data.cameras != [0, 1, 2, 5]
+    res = runner.invoke(app, ["prepare", "--root", str(root)])
+    assert res.exit_code == 0, res.output
+    assert read_table("manifest", tmp_path / "artifacts/manifest.parquet").attrs["dataset"] == "market1501"
+    res = runner.invoke(app, ["prepare", "--params", "elsewhere.yaml"])  # a named file must exist
+    assert res.exit_code == 2 and "elsewhere.yaml: params file not found" in res.output
