@@ -33,6 +33,7 @@ from calr_core.data.synth_render import (
     sample_camera,
     sample_identity,
 )
+from calr_core.progress import progress as show_progress
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +115,22 @@ def render_world(out: str | os.PathLike, *, seed: int, size: str = "demo", **ove
     try:
         frames = [0] * cfg["n_cams"]
         identity, tracklet = None, None
-        for split, pid, cam, key, k in plan:
-            if identity is None or identity[0] != key:
-                identity = (key, sample_identity(np.random.default_rng([seed, 1, key])))
-            if k == 0:  # a tracklet: one viewpoint and distance per (identity, camera)
-                trng = np.random.default_rng([seed, 3, key, cam])
-                tracklet = (str(trng.choice(VIEWS, p=cams[cam].view_p)),
-                            cams[cam].scale * trng.uniform(0.92, 1.05))
-            rng = np.random.default_rng([seed, 4, key, cam, k])
-            view = tracklet[0] if rng.random() >= cfg["view_change_p"] else str(rng.choice(VIEWS))
-            img = render_image(identity[1], cams[cam], rng, view=view, scale=tracklet[1],
-                               height=h, width=w, occlusion_p=cfg["occlusion_p"])
-            frames[cam] += 1 + int(rng.integers(1, 40))  # frame numbers grow along the video
-            name = f"{pid:04d}_c{cam + 1}s1_{frames[cam]:06d}_01.jpg"
-            Image.fromarray(img).save(tmp / FOLDERS[split] / name, quality=cfg["jpeg_quality"])
+        with show_progress("render", len(plan), unit="img") as bar:
+            for split, pid, cam, key, k in plan:
+                if identity is None or identity[0] != key:
+                    identity = (key, sample_identity(np.random.default_rng([seed, 1, key])))
+                if k == 0:  # a tracklet: one viewpoint and distance per (identity, camera)
+                    trng = np.random.default_rng([seed, 3, key, cam])
+                    tracklet = (str(trng.choice(VIEWS, p=cams[cam].view_p)),
+                                cams[cam].scale * trng.uniform(0.92, 1.05))
+                rng = np.random.default_rng([seed, 4, key, cam, k])
+                view = tracklet[0] if rng.random() >= cfg["view_change_p"] else str(rng.choice(VIEWS))
+                img = render_image(identity[1], cams[cam], rng, view=view, scale=tracklet[1],
+                                   height=h, width=w, occlusion_p=cfg["occlusion_p"])
+                frames[cam] += 1 + int(rng.integers(1, 40))  # frame numbers grow along the video
+                name = f"{pid:04d}_c{cam + 1}s1_{frames[cam]:06d}_01.jpg"
+                Image.fromarray(img).save(tmp / FOLDERS[split] / name, quality=cfg["jpeg_quality"])
+                bar.advance()
         summary = _summary(plan, cfg, seed, size, time.perf_counter() - t0)
         kept = {k: v for k, v in summary.items() if k != "seconds"}  # the file: same seed, same bytes
         (tmp / "world.json").write_text(json.dumps({**kept, "cameras": [_camera_dict(c) for c in cams]}, indent=1))

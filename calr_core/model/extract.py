@@ -11,13 +11,13 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader
 
 from calr_core.data.images import ImageDataset
 from calr_core.data.transforms import test_transform
 from calr_core.device import resolve_device
+from calr_core.progress import progress as show_progress
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,14 @@ def extract_features(model: nn.Module, root: Path, paths: Sequence[str], *, heig
     was_training = model.training
     model.eval()
     try:
-        with Progress(disable=not progress, transient=True) as bar:
-            task = bar.add_task("extracting features", total=len(dataset))
+        with show_progress("extract", len(dataset), unit="img", enabled=progress) as bar:
             for images, index in loader:
                 images = images.to(dev, non_blocking=True, memory_format=fmt)  # (B, 3, H, W)
                 feats = embed(model, images, amp=amp).cpu().numpy()  # (B, D)
                 if out is None:
                     out = np.empty((len(dataset), feats.shape[1]), dtype=np.float32)  # (N, D)
                 out[index.numpy()] = feats
-                bar.advance(task, len(index))
+                bar.advance(len(index))
     finally:
         model.train(was_training)
     if out is None:  # no paths

@@ -15,13 +15,6 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -30,6 +23,7 @@ from calr_core.data.sampler import CameraPKSampler
 from calr_core.data.transforms import train_transform
 from calr_core.device import resolve_device
 from calr_core.model.camera import CameraClassifier, camera_loss
+from calr_core.progress import progress as show_progress
 from calr_core.train import distributed as du
 from calr_core.train.memory import ClusterMemory, MemoryMode, check_labels
 from calr_core.train.recovery import (
@@ -240,11 +234,8 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
     model.train()
     if head is not None:
         head.train()
-    bar = Progress(TextColumn(f"round {epoch}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(),
-                   disable=not progress or rank != 0, transient=True)
-    with bar:
-        task = bar.add_task("train", total=iters, completed=start, loss=float("nan"))
+    with show_progress(f"train round {epoch}", iters, start=start, enabled=progress and rank == 0,
+                       loss=float("nan")) as bar:
         for it, (imgs, idx) in zip(range(start, iters), loader):
             torch.manual_seed(step_seed(seed, epoch, it, -1 - rank))  # any other in-model randomness
             imgs = imgs.to(dev, non_blocking=True, memory_format=fmt)  # (b, 3, H, W)
@@ -258,7 +249,7 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
                               camera_weight=camera_weight, camera_loss_form=camera_loss_form,
                               bn_group=bn_group, head_seeds=seeds, amp=amp)
             loss_sum += float(du.all_reduce_sum(loss)) / world
-            bar.update(task, advance=1, loss=loss_sum / (it + 1))
+            bar.advance(1, loss=loss_sum / (it + 1))
             done = it + 1
             if recovery_path is not None and done % save_every == 0 and done < iters and rank == 0:
                 save_recovery(recovery_path, checkpoint(done))
