@@ -67,9 +67,9 @@ class Run:
 
     def shared(self, world: Path) -> None:
         """synth, prepare, pretrain, phase 1, the phase-2 start model and its evaluation."""
-        from stages import cluster_intra as ci
-        from stages import evaluate as ev
-        from stages import extract, init, prepare, pretrain, synth, train
+        from calr_stages import cluster_intra as ci
+        from calr_stages import evaluate as ev
+        from calr_stages import extract, init, prepare, pretrain, synth, train
         call(synth.synth, out=world, **{k: v for k, v in self.kw.items() if k != "artifacts"})
         call(prepare.prepare, **self.kw)
         call(pretrain.pretrain, **self.kw)
@@ -85,9 +85,9 @@ class Run:
 
     def phase2(self, supervised: bool = False) -> list[dict]:
         """Every phase-2 round; returns the rounds' metrics and cluster summaries."""
-        from stages import cluster_global as cg
-        from stages import evaluate as ev
-        from stages import extract, train
+        from calr_stages import cluster_global as cg
+        from calr_stages import evaluate as ev
+        from calr_stages import extract, train
         layout_rows = []
         for r in self.p.rounds:
             call(extract.extract, rnd=r.id, **self.kw)

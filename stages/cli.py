@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import typer
 
-from stages.cluster_global import cluster_global
-from stages.cluster_intra import cluster_intra, select_local
-from stages.evaluate import evaluate, report
-from stages.extract import extract
-from stages.init import init
-from stages.prepare import prepare
-from stages.pretrain import pretrain
-from stages.search import search
-from stages.synth import synth
-from stages.train import train
+from calr_stages.cluster_global import cluster_global
+from calr_stages.cluster_intra import cluster_intra, select_local
+from calr_stages.evaluate import evaluate, report
+from calr_stages.extract import extract
+from calr_stages.init import init
+from calr_stages.prepare import prepare
+from calr_stages.pretrain import pretrain
+from calr_stages.search import search
+from calr_stages.synth import synth
+from calr_stages.train import train
 
 app = typer.Typer(
     name="calr-stage",

@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from calr_core.paths import previous
-from stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, latest_round, pick, setup, stage
+from calr_stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, latest_round, pick, setup, stage
 
 
 @stage

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from stages._common import PARAMS_OPT, SET_OPT, echo, pick, setup, stage
+from calr_stages._common import PARAMS_OPT, SET_OPT, echo, pick, setup, stage
 
 
 @stage

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from calr_core.io import read_table, write_features, write_table
 from calr_core.paths import Layout
-from stages.cli import app
+from calr_stages.cli import app
 
 runner = CliRunner()
 N_IDS, PER_CAM, CAMS = 8, 4, 2

@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from calr_core.io import read_table
-from stages.cli import app
+from calr_stages.cli import app
 from tests.data.test_datasets import MARKET, make_folders
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from calr_core.io import load_checkpoint
-from stages.cli import app
+from calr_stages.cli import app
 from tests.kill import kill_when_written
 
 runner = CliRunner()

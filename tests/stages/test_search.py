@@ -4,7 +4,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from calr_core.model.state import save_initial
-from stages.cli import app
+from calr_stages.cli import app
 
 runner = CliRunner()
 
