@@ -6,6 +6,7 @@ import typer
 from calr_stages.cluster_global import cluster_global
 from calr_stages.cluster_intra import cluster_intra, select_local
 from calr_stages.evaluate import evaluate, report
+from calr_stages.export import export
 from calr_stages.extract import extract
 from calr_stages.init import init
 from calr_stages.prepare import prepare
@@ -21,7 +22,7 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 for command in (synth, prepare, pretrain, init, extract, cluster_intra, select_local, cluster_global, train,
-                evaluate, report, search):
+                evaluate, report, search, export):
     app.command(command.__name__.replace("_", "-"))(command)
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from calr_stages._common import PARAMS_OPT, SET_OPT, echo, setup, stage
 
 @stage
 def search(
-    checkpoint: Path = typer.Option(..., help="A calr checkpoint, e.g. artifacts/phase2/round4/checkpoint.pt."),
+    checkpoint: Path = typer.Option(..., help="A calr checkpoint, e.g. artifacts/phase2/round4/checkpoint.pt, or a model.onnx of `calr-stage export`."),
     gallery: Path = typer.Option(..., help="Folder of gallery images, or a manifest CSV/Parquet (path, camid[, pid])."),
     query: List[Path] = typer.Option(..., help="Query image (repeat --query for several)."),
     top_k: int = typer.Option(10, help="How many gallery images to list per query."),
@@ -21,13 +21,15 @@ def search(
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
     """Print the top-k gallery images of each query with their distances (smaller = closer)."""
+    from calr_core.model.onnx import OnnxModel
     from calr_core.model.state import load_model
     from calr_core.search import gallery_frame
     from calr_core.search import search as run_search
 
     p, _ = setup(params, set_, standalone=True)
     root, frame = gallery_frame(gallery)
-    result = run_search(load_model(checkpoint), query, root, frame, height=p.model.height,
+    model = OnnxModel(checkpoint) if checkpoint.suffix.lower() == ".onnx" else load_model(checkpoint)
+    result = run_search(model, query, root, frame, height=p.model.height,
                         width=p.model.width, top_k=top_k, batch_size=p.extract.batch_size,
                         device=device or p.extract.device, picture=picture)
     for q, rows in result.groupby("query", sort=False):
