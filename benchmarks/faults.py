@@ -296,9 +296,6 @@ def run_case(case: Case, finished: Path, scratch: Path, env: dict) -> dict:
     """Damage a hard-linked copy of ``finished``, run the stage, and judge what it did."""
     repo = scratch / re.sub(r"\W+", "-", case.name)
     subprocess.run(["cp", "-al", str(finished), str(repo)], check=True)
-    shutil.copy(finished / "params.yaml", repo / "params.yaml.tmp")
-    (repo / "params.yaml").unlink()
-    (repo / "params.yaml.tmp").rename(repo / "params.yaml")
     for rel in case.remove:
         (repo / rel).unlink(missing_ok=True)
     case.damage(repo)

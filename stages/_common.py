@@ -42,11 +42,16 @@ def setup(params_path: Path, overrides: Optional[List[str]], artifacts: Path = P
     if cam is not None and cam not in p.data.cameras:
         fail(f"--cam {cam}: not a camera of {params_path} data.cameras {p.data.cameras}")
     if rnd is not None:
-        where, rounds = ("intra.rounds", p.intra.rounds) if cam is not None else ("rounds", p.rounds)
+        rounds, where = schedule(p, cam)
         ids = [r.id for r in rounds]
         if rnd not in ids:
             fail(f"--round {rnd}: not a round of {params_path} {where} (ids {ids})")
     return p, Layout(Path(artifacts))
+
+
+def schedule(p: Params, cam: Optional[int]) -> tuple[list, str]:
+    """The rounds a stage runs over and their params key: phase 1 with a camera, else phase 2."""
+    return (p.intra.rounds, "intra.rounds") if cam is not None else (p.rounds, "rounds")
 
 
 def latest_round(p: Params, rnd: Optional[int], cam: Optional[int], exists: Callable[[int], bool],
@@ -55,7 +60,7 @@ def latest_round(p: Params, rnd: Optional[int], cam: Optional[int], exists: Call
     ``exists``; the choice is the stage's first log line."""
     if rnd is not None:
         return rnd
-    rounds, where = (p.intra.rounds, "intra.rounds") if cam is not None else (p.rounds, "rounds")
+    rounds, where = schedule(p, cam)
     have = [r.id for r in rounds if exists(r.id)]
     if not have:
         fail(f"--round not given, and no round of params {where} has {what} yet: run `dvc repro` "

@@ -32,13 +32,13 @@ def extract(
     rnd = latest_round(p, rnd, cam, lambda r: start(r).is_file(), "a start checkpoint")
     manifest = read_table("manifest", layout.manifest)
     train = split(manifest, "train")
+    ckpt = start(rnd)
     if cam is None:
-        ckpt, out = layout.checkpoint(previous(p.rounds, rnd)), layout.features(rnd)
+        out = layout.features(rnd)
     else:
         train = train[train.camid == cam].reset_index(drop=True)
         if train.empty:
             raise ValueError(f"camera {cam} has no training images in {layout.manifest}")
-        ckpt = layout.intra_checkpoint(cam, previous(p.intra.rounds, rnd, "intra.rounds"))
         out = layout.intra_features(cam, rnd)
     feats = extract_features(load_model(ckpt), manifest.attrs["root"], train.path.tolist(),
                              height=p.model.height, width=p.model.width,

@@ -43,7 +43,7 @@ def train(
     t, q = p.train, p.intra
     manifest = split(read_table("manifest", layout.manifest), "train")
     if cam is None:
-        labels_path, feats_path = layout.pseudo_labels(rnd), layout.features(rnd)
+        labels_path, feats_path = labels_of(rnd), layout.features(rnd)
         labels = read_table("pseudo_labels", labels_path)
         prev, out = layout.checkpoint(previous(p.rounds, rnd)), layout.checkpoint(rnd)
         weighted = 0 <= t.weights_from <= rnd
@@ -53,7 +53,7 @@ def train(
                   iters=pick(iters, t.iters), batch_size=t.batch_size, num_instances=t.num_instances,
                   lr=pick(lr, t.lr), recovery_path=layout.recovery("phase2", rnd))
     else:
-        labels_path, feats_path = layout.intra_labels(cam, rnd), layout.intra_features(cam, rnd)
+        labels_path, feats_path = labels_of(rnd), layout.intra_features(cam, rnd)
         labels = read_table("local_labels", labels_path)
         prev = layout.intra_checkpoint(cam, previous(q.rounds, rnd, "intra.rounds"))
         out = layout.intra_checkpoint(cam, rnd)

@@ -132,6 +132,7 @@ def _train_weights(lay, *extra):
 
 
 def test_a_sorted_or_filtered_label_file_trains_by_image_id(world, tmp_path):
+    import torch
     lay, feats, pid, cam, ids = world
     _jpegs(tmp_path, ids, pid)
     write_features(lay.features(0), ids, cam, _wide(feats))
@@ -141,8 +142,8 @@ def test_a_sorted_or_filtered_label_file_trains_by_image_id(world, tmp_path):
     pl = pd.read_parquet(lay.pseudo_labels(0))
     pl.sort_values(["label", "image_id"], ascending=[True, False]).to_parquet(lay.pseudo_labels(0))
     after = _train_weights(lay)  # the README invites users to open, sort and save this file
-    assert all(torch_equal(before["model"][k], v) for k, v in after["model"].items())
-    assert torch_equal(before["memory"]["centroids"], after["memory"]["centroids"])
+    assert all(torch.equal(before["model"][k], v) for k, v in after["model"].items())
+    assert torch.equal(before["memory"]["centroids"], after["memory"]["centroids"])
     # a filtered file: images it leaves out are not trained on, the others keep their features
     kept = pl[pl.image_id != ids[0]].sample(frac=1, random_state=0)
     kept.to_parquet(lay.pseudo_labels(0))
@@ -151,11 +152,6 @@ def test_a_sorted_or_filtered_label_file_trains_by_image_id(world, tmp_path):
     pl.assign(image_id=pl.image_id.where(pl.index != 3, "stranger.jpg")).to_parquet(lay.pseudo_labels(0))
     res = runner.invoke(app, ["train", "--round", "0", *TRAIN])
     assert res.exit_code == 2 and f"{lay.pseudo_labels(0)}: 1 image id(s) not found" in res.output
-
-
-def torch_equal(a, b):
-    import torch
-    return torch.equal(a, b)
 
 
 def test_non_contiguous_cameras_cluster_and_train(world, tmp_path):
