@@ -35,7 +35,10 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
+import yaml
 
+from calr_core.paths import TIMED_FIELDS, timed
 from tests.project import TINY, make_project, run
 
 RESULTS = Path(__file__).parent / "results" / "faults.json"
@@ -48,11 +51,32 @@ def kind(stage: str) -> str:
 
 
 def snapshot(repo: Path) -> dict[str, str]:
-    """md5 of every file the pipeline writes (artifacts/, data/) and of dvc.lock."""
+    """md5 of every file the pipeline writes (artifacts/, data/) and of dvc.lock. The training
+    curves and their metrics are hashed without their wall-clock fields (paths.TIMED_FIELDS),
+    and so are dvc.lock's hashes of them and of the folders that hold them."""
     files = [p for top in ("artifacts", "data") for p in (repo / top).rglob("*")
              if p.is_file() and ".recovery" not in p.parts]
     files.append(repo / "dvc.lock")
-    return {str(p.relative_to(repo)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(files)}
+    return {str(p.relative_to(repo)): hashlib.md5(_untimed(repo, p)).hexdigest() for p in sorted(files)}
+
+
+def _untimed(repo: Path, path: Path) -> bytes:
+    rel = path.relative_to(repo).as_posix()
+    if path.suffix == ".csv" and timed(rel):
+        frame = pd.read_csv(path)
+        return frame.drop(columns=[c for c in TIMED_FIELDS if c in frame]).to_csv(index=False).encode()
+    if path.suffix == ".json" and timed(rel):
+        return json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k not in TIMED_FIELDS}).encode()
+    if rel == "dvc.lock":
+        timed_files = [f.relative_to(repo).as_posix() for f in (repo / "artifacts").rglob("*") if timed(f)]
+        lock = yaml.safe_load(path.read_text())
+        for stage in lock["stages"].values():
+            for entry in stage.get("deps", []) + stage.get("outs", []):
+                if any(f == entry["path"] or f.startswith(entry["path"] + "/") for f in timed_files):
+                    for key in ("md5", "hash", "size", "nfiles"):
+                        entry.pop(key, None)
+        return yaml.safe_dump(lock, sort_keys=True).encode()
+    return path.read_bytes()
 
 
 def differences(a: dict[str, str], b: dict[str, str]) -> list[str]:

@@ -80,6 +80,20 @@ class Layout:
     def curves(self) -> Path:
         return self.root / "plots" / "curves.csv"
 
+    # training curves: per-iteration rows and the round's means, wall-clock timings included
+    def train_curve(self, rnd: int, cam: int | None = None) -> Path:
+        where = "train" if cam is None else f"train-intra/cam{cam}"
+        return self.root / "plots" / where / f"{round_dir(rnd)}.csv"
+
+    @property
+    def train_curves(self) -> Path:
+        """Every phase-2 round's train_curve in one file (the `report` stage)."""
+        return self.root / "plots" / "train.csv"
+
+    def train_metrics(self, rnd: int, cam: int | None = None) -> Path:
+        where = "train" if cam is None else f"train-intra/cam{cam}"
+        return self.metrics_dir / where / f"{round_dir(rnd)}.json"
+
     def recovery(self, phase: str, rnd: int, cam: int | None = None) -> Path:
         """Mid-round recovery checkpoint: outside every DVC output, so a re-run finds it."""
         name = f"{phase}-cam{cam}-{round_dir(rnd)}.pt" if cam is not None else f"{phase}-{round_dir(rnd)}.pt"
@@ -110,7 +124,19 @@ _WRITERS = [
     (r"phase2/round(?P<rnd>\d+)/checkpoint\.pt", "calr-stage train --round {rnd}"),
     (r"metrics/source\.json", "calr-stage evaluate --source"),
     (r"metrics/round(?P<rnd>\d+)\.json", "calr-stage evaluate --round {rnd}"),
+    (r"metrics/train/round(?P<rnd>\d+)\.json", "calr-stage train --round {rnd}"),
+    (r"metrics/train-intra/cam(?P<cam>\d+)/round(?P<rnd>\d+)\.json", "calr-stage train --cam {cam} --round {rnd}"),
 ]
+
+# The training curves and their metrics hold wall-clock fields, so identical runs differ there
+# and only there; benchmarks/faults.py compares these files without them.
+TIMED_FIELDS = ("img_per_s", "train_seconds", "train_img_per_s")
+_TIMED = re.compile(r"(^|/)(plots/train(-intra/|/|\.csv$)|metrics/train(-intra)?/)")
+
+
+def timed(path: str | Path) -> bool:
+    """Whether the artifact at ``path`` holds TIMED_FIELDS (a training curve or its metrics)."""
+    return bool(_TIMED.search(Path(path).as_posix()))
 
 
 def writer_of(path: str | Path) -> str | None:

@@ -64,7 +64,10 @@ def report(
     params: Path = PARAMS_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
-    """Collect every round's metrics into the curves file of `dvc plots` and print the table."""
+    """Collect every round's metrics and training curve into the files of `dvc plots` and print
+    the table."""
+    import pandas as pd
+
     from calr_core.io import atomic_path
     from calr_core.report import metrics_table
 
@@ -75,6 +78,10 @@ def report(
     table = metrics_table([json.loads(f.read_text()) for f in files])
     with atomic_path(layout.curves) as tmp:
         table.to_csv(tmp, index=False)
+    trained = [layout.train_curve(r.id) for r in p.rounds if layout.train_curve(r.id).is_file()]
+    if trained:  # every phase-2 round's iterations in one file: one loss curve across rounds
+        with atomic_path(layout.train_curves) as tmp:
+            pd.concat([pd.read_csv(f) for f in trained]).to_csv(tmp, index=False)
     shown = table.astype({"round": object})
     shown.loc[shown["round"] == -1, "round"] = "source"
     echo(shown.to_markdown(index=False) if _has_tabulate() else shown.to_string(index=False))

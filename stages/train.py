@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -30,10 +31,11 @@ def train(
     Several GPUs: `torchrun --nproc_per_node N $(which calr-stage) train --round R`.
     """
     from calr_core.data.manifest import align, camera_index, split
-    from calr_core.io import load_checkpoint, read_features, read_table, save_checkpoint
+    from calr_core.io import atomic_write_text, load_checkpoint, read_features, read_table, save_checkpoint
     from calr_core.labels import class_weights
     from calr_core.model.state import load_model
     from calr_core.train import distributed as du
+    from calr_core.train.curves import curve_frame, curve_summary
     from calr_core.train.loop import train_round
 
     p, layout = setup(params, set_, artifacts, rnd=rnd, cam=cam)
@@ -73,6 +75,7 @@ def train(
     if cam is None:  # the camera head counts cameras 0..C-1
         camids = camera_index(camids, p.data.cameras, str(layout.manifest))
     start = load_checkpoint(prev, required=("model_args",))
+    history: list[dict] = []
     state = train_round(
         load_model(start), root=manifest.attrs["root"], paths=rows.path.tolist(), labels=target,
         camids=camids, init_features=feats,
@@ -80,11 +83,16 @@ def train(
         camera_weight=t.camera_weight, camera_loss_form=t.camera_loss, height=p.model.height,
         width=p.model.width, weight_decay=t.weight_decay, step_size=t.step_size, gamma=t.gamma,
         temp=t.temp, momentum=t.momentum, memory_mode=t.memory, bn_group=t.bn_group,
-        save_every=t.save_every, seed=t.seed, device=pick(device, t.device), workers=t.workers, **kw)
+        save_every=t.save_every, seed=t.seed, device=pick(device, t.device), workers=t.workers,
+        history=history, **kw)
     du.cleanup()
     if rank != 0:
         return
     save_checkpoint(out, {**state, "kind": "trained", "model_args": start["model_args"],
                           "round": rnd, "camera": cam, "resolved_params": dataclasses.asdict(p)})
+    batch = kw["batch_size"]
+    atomic_write_text(layout.train_curve(rnd, cam), curve_frame(history, rnd, kw["iters"], batch).to_csv(index=False))
+    summary = {"round": rnd, **({} if cam is None else {"camera": cam}), **curve_summary(history, batch)}
+    atomic_write_text(layout.train_metrics(rnd, cam), json.dumps(summary, indent=2) + "\n")
     echo(f"{out}: round {rnd}{'' if cam is None else f' camera {cam}'}: {kw['iters']} iterations, "
-         f"mean loss {state['loss']:.4f}")
+         f"mean loss {state['loss']:.4f}, {summary['train_seconds']:.0f} s, {summary['train_img_per_s']:.0f} img/s")

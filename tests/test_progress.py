@@ -28,3 +28,20 @@ def test_lines_come_at_most_every_interval_and_not_at_all_when_disabled(caplog):
         with progress("quiet", 5, every=0, enabled=False) as p:
             p.advance(5)
     assert caplog.records == []
+
+
+def test_a_long_step_gets_its_line_without_calling_advance(caplog):
+    """A kNN block or a compiled Jaccard loop runs for minutes between two advances: the
+    background thread writes the line on time (work that releases the GIL; sleep does)."""
+    import time
+    with caplog.at_level(logging.INFO, logger="calr.progress"):
+        with progress("jaccard", 4, unit="step", every=0.05, step="knn") as p:
+            time.sleep(0.3)
+            p.advance(1, step="pair distances")
+            time.sleep(0.3)
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(line.startswith("jaccard: 0/4 (0%)") and line.endswith("step knn") for line in lines) >= 2
+    assert any(line.startswith("jaccard: 1/4 (25%)") and line.endswith("step pair distances") for line in lines)
+    n = len(caplog.records)
+    time.sleep(0.2)
+    assert len(caplog.records) == n  # the thread stops with the block

@@ -12,6 +12,7 @@ from sklearn.cluster import DBSCAN, AgglomerativeClustering
 from sklearn.metrics import silhouette_score
 
 from calr_core.cluster.knn import Backend, knn
+from calr_core.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +131,21 @@ def infomap_cluster(features: np.ndarray, k: int = 15, eps: float = 0.5, min_siz
     n = len(features)
     if not 1 <= k <= n:
         raise ValueError(f"k={k}: expected 1 <= k <= N={n}")
-    sims, idx = knn(features.astype(np.float32), k, backend=backend)  # (N, k) each
-    src, dst, weight, density = knn_graph(sims, idx, eps)
-    im = infomap.Infomap(f"--two-level --directed --silent --seed {int(seed)}")
-    im.add_links(zip(src.tolist(), dst.tolist(), weight.tolist()))
-    raw = np.zeros(n, np.int64)
-    if len(src):
-        im.run()
-        with warnings.catch_warnings():  # get_modules is deprecated in infomap 2.16, but its Result.modules()
-            warnings.simplefilter("ignore")  # iterator crashes when faiss's SWIG module is loaded too
-            nodes, modules = zip(*im.get_modules().items())
-        raw[list(nodes)] = modules
+    with progress(f"infomap of {n} features", 3, unit="step", step="knn") as bar:
+        sims, idx = knn(features.astype(np.float32), k, backend=backend)  # (N, k) each
+        bar.advance(1, step="graph")
+        src, dst, weight, density = knn_graph(sims, idx, eps)
+        im = infomap.Infomap(f"--two-level --directed --silent --seed {int(seed)}")
+        im.add_links(zip(src.tolist(), dst.tolist(), weight.tolist()))
+        bar.advance(1, step="infomap (holds the GIL: no line until it ends)")
+        raw = np.zeros(n, np.int64)
+        if len(src):
+            im.run()
+            with warnings.catch_warnings():  # get_modules is deprecated in infomap 2.16, but its Result.modules()
+                warnings.simplefilter("ignore")  # iterator crashes when faiss's SWIG module is loaded too
+                nodes, modules = zip(*im.get_modules().items())
+            raw[list(nodes)] = modules
+        bar.advance(1, step="done")
     singleton = np.ones(n, bool)
     singleton[src] = False
     raw[singleton] = -1 - np.flatnonzero(singleton)  # negative ids never clash with Infomap modules

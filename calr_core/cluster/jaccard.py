@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from calr_core.cluster.knn import Backend, check_features, knn, numba_threads
+from calr_core.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def _task_rows(t: int, n: int, n_tasks: int) -> range:
     return range(t * step, min(n, (t + 1) * step))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _reciprocal(rank: np.ndarray, width: int) -> np.ndarray:
     """(N, width) bool: rank[i, a] is in R(i, width - 1), i.e. i is in rank[rank[i, a], :width]."""
     n = rank.shape[0]
@@ -63,7 +64,7 @@ def _reciprocal(rank: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _expansion(x, rank, sims, full, half, n_tasks, fill, counts, out_ptr, out_idx, out_val):
     """Steps 3-4 for every row i. Without ``fill``: counts[i] = |E_i|. With it: row i of V,
     out_idx[out_ptr[i]:] = E_i (in order met), out_val = softmax over E_i of -(2 - 2 cos), cos
@@ -139,7 +140,7 @@ def _weights(features: np.ndarray, rank: np.ndarray, sims: np.ndarray, k1: int, 
     return sp.csr_matrix((data, indices, indptr), shape=(n, n))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _pair_counts(indptr, indices, t_indptr, t_indices, n_tasks):
     """Number of j sharing a column with row i (row i of the output holds exactly these)."""
     n = len(indptr) - 1
@@ -163,7 +164,7 @@ def _pair_counts(indptr, indices, t_indptr, t_indices, n_tasks):
     return counts
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _pair_distances(indptr, indices, data, t_indptr, t_indices, t_data, out_ptr, out_idx, out_val, n_tasks):
     """Row i: m_ij = sum_c min(V_ic, V_jc) over the columns c of row i, then d = 1 - m / (2 - m)
     clipped at 0 (step 6-7); the diagonal is written as exactly 0. V > 0 where stored (softmax
@@ -235,11 +236,17 @@ def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, backend: B
 
 def _distance(features: np.ndarray, k1: int, k2: int, backend: Backend, n_tasks: int) -> sp.csr_matrix:
     n = len(features)
-    sims, rank = knn(features, k1, backend=backend)  # (N, k1) each
-    v = _weights(features, rank, sims, k1, n_tasks)
-    if k2 != 1:
-        kk = min(k2, k1)
-        q = sp.csr_matrix((np.full(n * kk, 1 / kk), rank[:, :kk].ravel(), np.arange(0, n * kk + 1, kk)), shape=(n, n))
-        v = q @ v
-    log.debug("jaccard: N=%d, V %.1f nnz/row", n, v.nnz / n)
-    return _sum_of_min_distance(v, n_tasks)
+    with progress(f"jaccard of {n} features", 4, unit="step", step="knn") as bar:
+        sims, rank = knn(features, k1, backend=backend)  # (N, k1) each
+        bar.advance(1, step="k-reciprocal sets")
+        v = _weights(features, rank, sims, k1, n_tasks)
+        bar.advance(1, step="query expansion")
+        if k2 != 1:
+            kk = min(k2, k1)
+            q = sp.csr_matrix((np.full(n * kk, 1 / kk), rank[:, :kk].ravel(), np.arange(0, n * kk + 1, kk)), shape=(n, n))
+            v = q @ v
+        log.debug("jaccard: N=%d, V %.1f nnz/row", n, v.nnz / n)
+        bar.advance(1, step="pair distances")
+        dist = _sum_of_min_distance(v, n_tasks)
+        bar.advance(1, step="done")
+    return dist

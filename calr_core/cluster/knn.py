@@ -24,6 +24,8 @@ import numba
 import numpy as np
 import torch
 
+from calr_core.progress import progress
+
 log = logging.getLogger(__name__)
 Backend = Literal["auto", "blas", "faiss", "faiss-gpu", "torch"]
 BACKENDS = ("auto", "blas", "faiss", "faiss-gpu", "torch")
@@ -121,7 +123,7 @@ def _segment_max(row: np.ndarray) -> float:
     return top
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _scan(s: np.ndarray, row0: int, col0: int, heap_v: np.ndarray, heap_i: np.ndarray,
           both: bool, cand: np.ndarray, n_cand: np.ndarray) -> None:
     """Offer block s (rows row0.., columns col0..) to the heaps of its rows, in parallel over rows.
@@ -153,7 +155,7 @@ def _scan(s: np.ndarray, row0: int, col0: int, heap_v: np.ndarray, heap_i: np.nd
         n_cand[r] = m
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _offer_columns(s: np.ndarray, row0: int, col0: int, heap_v: np.ndarray, heap_i: np.ndarray,
                    cand: np.ndarray, n_cand: np.ndarray) -> None:
     for r in range(s.shape[0]):
@@ -178,13 +180,16 @@ def _search_blas(x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndar
         return np.matmul(xa, xb.T, out=flat[:len(xa) * len(xb)].reshape(len(xa), len(xb)))
 
     starts = range(0, n, chunk)
-    for a in starts:  # diagonal blocks first, so that every heap has a floor before the rest
-        _scan(block(a, a), a, a, heap_v, heap_i, False, cand, n_cand)
-    for a in starts:
-        for b in range(a + chunk, n, chunk):
-            s = block(a, b)  # (B, B')
-            _scan(s, a, b, heap_v, heap_i, True, cand, n_cand)
-            _offer_columns(s, a, b, heap_v, heap_i, cand, n_cand)
+    with progress(f"knn of {n} features", len(starts) * (len(starts) + 1) // 2, unit="block") as bar:
+        for a in starts:  # diagonal blocks first, so that every heap has a floor before the rest
+            _scan(block(a, a), a, a, heap_v, heap_i, False, cand, n_cand)
+            bar.advance()
+        for a in starts:
+            for b in range(a + chunk, n, chunk):
+                s = block(a, b)  # (B, B')
+                _scan(s, a, b, heap_v, heap_i, True, cand, n_cand)
+                _offer_columns(s, a, b, heap_v, heap_i, cand, n_cand)
+                bar.advance()
     by_index = np.argsort(heap_i, axis=1)  # ties: smaller index first
     heap_v, heap_i = np.take_along_axis(heap_v, by_index, 1), np.take_along_axis(heap_i, by_index, 1)
     order = np.argsort(-heap_v, axis=1, kind="stable")

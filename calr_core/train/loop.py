@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -61,7 +62,8 @@ def train_step(model: nn.Module, memory: ClusterMemory, optimizer: torch.optim.O
                cams: torch.Tensor | None = None, camera_weight: float = 1.0,
                camera_loss_form: Literal["clean", "reference"] = "clean", bn_group: int = 0,
                head_seeds: Sequence[int] | None = None, amp: bool = False) -> torch.Tensor:
-    """One optimisation step (phase 2 steps 8-9); returns the detached loss.
+    """One optimisation step (phase 2 steps 8-9); returns the detached (3,) losses: total,
+    memory, camera (0 without ``head``).
 
     Memory loss (+ ``camera_weight`` x camera loss when ``head`` is given), gradients averaged
     over ranks, Adam step, then the memory update with this step's features. Only the backbone
@@ -70,16 +72,18 @@ def train_step(model: nn.Module, memory: ClusterMemory, optimizer: torch.optim.O
     with torch.autocast(imgs.device.type, dtype=torch.bfloat16, enabled=amp):
         feats = grouped_forward(model, imgs, bn_group)  # (b, D)
     feats = feats.float()
-    loss = memory(feats, targets, class_weights)
+    loss = mem = memory(feats, targets, class_weights)
+    cam = torch.zeros_like(mem)
     if head is not None:
         logits = grouped_forward(head, feats, bn_group, head_seeds)  # (b, n_cams)
-        loss = loss + camera_weight * camera_loss(logits, cams, form=camera_loss_form)
+        cam = camera_loss(logits, cams, form=camera_loss_form)
+        loss = mem + camera_weight * cam
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     du.average_gradients(params)
     optimizer.step()
     memory.update(feats, targets)
-    return loss.detach()
+    return torch.stack([loss, mem, cam]).detach()
 
 
 def follow_settings(optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.StepLR, *,
@@ -124,7 +128,8 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
                 resume_state: dict[str, Any] | None = None, recovery_path: str | Path | None = None,
                 save_every: int = 50, seed: int = 1,
                 device: Literal["auto", "cpu", "cuda"] = "auto", amp: bool | None = None,
-                workers: int = 2, progress: bool = True) -> dict[str, Any]:
+                workers: int = 2, progress: bool = True,
+                history: list[dict[str, float]] | None = None) -> dict[str, Any]:
     """Train ``model`` in place for one round; return the round's checkpoint dict.
 
     labels: (N,) pseudo labels 0..K-1, -1 = outlier; camids: (N,) 0-based; init_features: (N, D)
@@ -135,6 +140,9 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
     bn_group: BatchNorm statistics over chunks of this many images (0 = this rank's whole batch).
     The returned dict holds model, optimizer, scheduler (stepped), camera_head, memory, epoch,
     iters_done, rng, params, loss: save it with ``calr_core.io.checkpoint.save_checkpoint``.
+    history: a list that receives the training curve, one row per iteration (iter, loss,
+    memory_loss, camera_loss, lr, seconds), the rows before a resume included. It stays out of
+    the returned checkpoint: its wall-clock seconds differ between identical runs.
     """
     dev = resolve_device(device)
     amp = dev.type == "cuda" if amp is None else amp
@@ -199,7 +207,7 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
     fp = fingerprint({"paths": list(paths), "labels": labels_t, "camids": camids_t,
                       "init_features": feats0, "class_weights": cw,
                       "scheduler_epoch": np.asarray(scheduler.last_epoch)}, settings)
-    start, loss_sum = 0, 0.0
+    start, loss_sum, curve = 0, 0.0, []
     round_seed = step_seed(seed, epoch, 2**40)  # python's and numpy's global RNGs, which the
     random.seed(round_seed)                       # checkpoint records: same run, same bytes
     np.random.seed(round_seed % 2**32)
@@ -212,7 +220,7 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
         if head is not None:
             head.load_state_dict(rec["camera_head"])
         set_rng_states(rec["rng"])
-        start, loss_sum = rec["iters_done"], rec["loss_sum"]
+        start, loss_sum, curve = rec["iters_done"], rec["loss_sum"], rec.get("history", [])
 
     sampler = CameraPKSampler(labels_t.numpy(), camids_t.numpy(), num_instances=num_instances,
                               batch_size=batch_size, iters=iters, seed=seed, epoch=epoch,
@@ -236,6 +244,7 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
         head.train()
     with show_progress(f"train round {epoch}", iters, start=start, enabled=progress and rank == 0,
                        loss=float("nan")) as bar:
+        tick = time.perf_counter()
         for it, (imgs, idx) in zip(range(start, iters), loader):
             torch.manual_seed(step_seed(seed, epoch, it, -1 - rank))  # any other in-model randomness
             imgs = imgs.to(dev, non_blocking=True, memory_format=fmt)  # (b, 3, H, W)
@@ -248,11 +257,16 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
                               head=head if camera_alignment else None, cams=cams,
                               camera_weight=camera_weight, camera_loss_form=camera_loss_form,
                               bn_group=bn_group, head_seeds=seeds, amp=amp)
-            loss_sum += float(du.all_reduce_sum(loss)) / world
+            total, mem, cam = (v / world for v in du.all_reduce_sum(loss).tolist())
+            loss_sum += total
+            now = time.perf_counter()
+            curve.append({"iter": it, "loss": total, "memory_loss": mem, "camera_loss": cam,
+                            "lr": optimizer.param_groups[0]["lr"], "seconds": now - tick})
+            tick = now
             bar.advance(1, loss=loss_sum / (it + 1))
             done = it + 1
             if recovery_path is not None and done % save_every == 0 and done < iters and rank == 0:
-                save_recovery(recovery_path, checkpoint(done))
+                save_recovery(recovery_path, {**checkpoint(done), "history": curve})
 
     du.broadcast_state(model, buffers_only=True)  # BatchNorm running statistics follow rank 0
     if head is not None:
@@ -260,6 +274,8 @@ def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], lab
     scheduler.step()  # StepLR: once per round
     state = checkpoint(iters)
     state["loss"] = loss_sum / max(iters, 1)
+    if history is not None:
+        history.extend(curve)
     du.barrier()
     if recovery_path is not None and rank == 0:
         Path(recovery_path).unlink(missing_ok=True)

@@ -47,10 +47,13 @@ def test_every_artifact_is_where_the_layout_says(repo):
         expected += [lay.intra_checkpoint(cam, "init"), lay.local_labels(cam)]
         for r in p.intra.rounds:
             expected += [lay.intra_features(cam, r.id), lay.intra_labels(cam, r.id),
-                         lay.intra_checkpoint(cam, r.id)]
+                         lay.intra_checkpoint(cam, r.id), lay.train_curve(r.id, cam),
+                         lay.train_metrics(r.id, cam)]
     for r in p.rounds:
         expected += [lay.features(r.id), lay.pseudo_labels(r.id), lay.cluster_summary(r.id),
-                     lay.checkpoint(r.id), lay.ranked_list(r.id), lay.metrics(r.id)]
+                     lay.checkpoint(r.id), lay.ranked_list(r.id), lay.metrics(r.id),
+                     lay.train_curve(r.id), lay.train_metrics(r.id)]
+    expected.append(lay.train_curves)
     missing = [str(e.relative_to(path)) for e in expected if not e.is_file()]
     assert not missing
     assert not (lay.root / ".recovery").exists() or not any((lay.root / ".recovery").iterdir())
@@ -96,6 +99,33 @@ def test_metrics_are_read_by_dvc(repo):
     source = json.loads((path / "artifacts/metrics/source.json").read_text())
     assert source["round"] == "source" and set(source) == set(m)  # a round's keys
     assert source["pl_pairwise_f"] is None and 0 <= source["mAP"] <= 1
+
+
+def test_dvc_plots_draw_the_training_loss_across_rounds(repo):
+    path, env, dvc, _ = repo
+    lay, p = Layout(path / "artifacts"), load_params(path / "params.yaml")
+    shown = json.loads(run(dvc + ["plots", "show", "--json"], path, env))
+    assert not shown.get("errors"), shown.get("errors")
+    values = shown["data"]["training loss (phase 2)"][0]["content"]["data"]["values"]
+    assert {v["field"] for v in values} == {"loss", "memory_loss", "camera_loss"}
+    joined = pd.read_csv(lay.train_curves)  # report's join of the rounds' curves
+    iters = p.train.iters
+    assert joined.step.tolist() == list(range(len(p.rounds) * iters))
+    for r in p.rounds:
+        curve = pd.read_csv(lay.train_curve(r.id))
+        assert curve.equals(joined[joined["round"] == r.id].reset_index(drop=True))
+        m = json.loads(lay.train_metrics(r.id).read_text())
+        assert m["train_iters"] == iters and m["train_loss"] == pytest.approx(curve.loss.mean())
+        assert m["train_seconds"] > 0 and m["train_img_per_s"] > 0
+        camera = r.id < p.train.camera_rounds  # the camera loss is on in the first rounds only
+        assert (curve.camera_loss > 0).all() if camera else (curve.camera_loss == 0).all()
+    shown = json.loads(run(dvc + ["metrics", "show", "--json"], path, env))
+    assert "train_img_per_s" in json.dumps(shown)
+    # exactly the files with wall-clock fields are the ones faults.py compares without them
+    from calr_core.paths import TIMED_FIELDS, timed
+    for f in list(lay.root.rglob("*.csv")) + list(lay.root.rglob("*.json")):
+        fields = pd.read_csv(f).columns if f.suffix == ".csv" else json.loads(f.read_text())
+        assert timed(f) == any(k in fields for k in TIMED_FIELDS), f
 
 
 def test_both_phases_start_from_the_pretrained_source_model(repo):

@@ -57,6 +57,21 @@ def test_camera_head_trains_only_with_alignment(world, model):
     assert not torch.equal(w0, on["camera_head"]["net.0.weight"])
 
 
+def test_the_curve_holds_each_iteration_and_its_loss_parts(world, model):
+    off, on = [], []
+    state = train_round(model, **world, iters=2, n_cams=3, history=off, **FAST)
+    train_round(model, **world, iters=3, n_cams=3, camera_alignment=True, camera_weight=0.5,
+                history=on, resume_state=state, **FAST)
+    assert [r["iter"] for r in off] == [0, 1] and [r["iter"] for r in on] == [0, 1, 2]
+    assert all(r["camera_loss"] == 0 and r["loss"] == r["memory_loss"] for r in off)
+    assert all(r["camera_loss"] > 0 for r in on)
+    for r in on:  # total = memory + camera_weight x camera, in float32
+        assert r["loss"] == pytest.approx(r["memory_loss"] + 0.5 * r["camera_loss"], rel=1e-6)
+    assert state["loss"] == pytest.approx(np.mean([r["loss"] for r in off]))
+    assert all(r["lr"] == 3.5e-4 and r["seconds"] > 0 for r in off + on)
+    assert "history" not in state  # wall-clock seconds stay out of the checkpoint
+
+
 def test_bad_input_is_a_clear_value_error(world, model):
     with pytest.raises(ValueError, match="no cluster"):
         train_round(model, **{**world, "labels": np.full(60, -1)}, iters=1, **FAST)

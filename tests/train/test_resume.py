@@ -14,12 +14,12 @@ from tests.kill import kill_when_written
 ITERS, EVERY = 8, 2
 
 
-def _round(world, recovery=None, workers=0, iters=ITERS):
+def _round(world, recovery=None, workers=0, iters=ITERS, history=None):
     """The same round as `python -m calr_core.train.ddp_check` runs (ResNet-18, 3 cameras)."""
     model = build_model("resnet18", weights="none", seed=1)
     return train_round(model, **world, n_cams=3, iters=iters, batch_size=8, num_instances=4,
                        height=64, width=32, recovery_path=recovery, save_every=EVERY,
-                       workers=workers, device="cpu", progress=False)
+                       workers=workers, device="cpu", progress=False, history=history)
 
 
 def _kill_after_first_recovery(world_dir: Path, out: Path, recovery: Path) -> None:
@@ -37,10 +37,10 @@ def test_killed_round_resumes_to_identical_weights(world, tmp_path, caplog):
     assert 0 < done < ITERS and done % EVERY == 0
 
     with caplog.at_level(logging.INFO, logger="calr_core.train.recovery"):
-        resumed = _round(world, recovery=recovery)  # 0 workers here, 1 in the killed run
+        resumed = _round(world, recovery=recovery, history=(resumed_curve := []))  # 0 workers here, 1 killed
     assert f"at iteration {done}" in caplog.text
     assert not recovery.exists()  # deleted once the round completes
-    straight = _round(world)
+    straight = _round(world, history=(straight_curve := []))
 
     for part in ("model", "memory", "camera_head"):
         for key, value in straight[part].items():
@@ -48,6 +48,10 @@ def test_killed_round_resumes_to_identical_weights(world, tmp_path, caplog):
     for pid, s in straight["optimizer"]["state"].items():
         assert torch.equal(s["exp_avg_sq"], resumed["optimizer"]["state"][pid]["exp_avg_sq"])
     assert straight["loss"] == pytest.approx(resumed["loss"], rel=1e-6)
+    # the training curve carries over the kill: the same rows, only the wall-clock seconds differ
+    curves = [[{k: v for k, v in row.items() if k != "seconds"} for row in c]
+              for c in (straight_curve, resumed_curve)]
+    assert curves[0] == curves[1] and [r["iter"] for r in curves[0]] == list(range(ITERS))
     # the file too: DVC hashes it, and a resumed stage must not re-run everything after it
     for name, state in (("straight", straight), ("resumed", resumed)):
         save_checkpoint(tmp_path / f"{name}.pt", state)
