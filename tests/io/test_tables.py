@@ -115,3 +115,15 @@ def test_atomic_dir_never_replaces_a_users_folder(tmp_path):
         with atomic_dir(out, marker="synth") as tmp:
             (tmp / "f.txt").write_text(text)
     assert (out / "f.txt").read_text() == "two" and sorted(os.listdir(tmp_path)) == ["mine", "out"]
+
+
+def test_an_artifact_gets_the_mode_of_any_new_file_not_the_temp_files_0600(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_path(tmp_path / "a.json") as tmp:
+            tmp.write_text("{}")
+        (tmp_path / "plain.json").write_text("{}")  # what open() makes under this umask
+    finally:
+        os.umask(old)
+    mode = lambda p: (tmp_path / p).stat().st_mode & 0o777  # noqa: E731
+    assert mode("a.json") == mode("plain.json") == 0o640
