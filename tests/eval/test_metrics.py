@@ -64,6 +64,17 @@ def test_many_ties_and_blocks():
     assert_same(rank_metrics(*case, max_rank=20), loop_metrics(*case, 20))
 
 
+@pytest.mark.parametrize("ties", [True, False])
+def test_the_gpu_path_gives_the_cpu_kernels_per_query_stats(ties):
+    """The sorted-rows path CUDA takes, run on CPU tensors, against the compiled CPU pass."""
+    from calr_core.eval.metrics import GalleryIndex, _query_stats, query_stats
+    rng = np.random.default_rng(3)
+    dist, qp, gp, qc, gc = (torch.as_tensor(a) for a in random_case(rng, 70, 150, 8, 3, ties))
+    gal = GalleryIndex.build(gp, gc)
+    for got, want in zip(query_stats(dist, qp, qc, gal), _query_stats(dist, qp, qc, gal)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
 def test_skipped_queries_and_known_values():
     # query 0: gallery = [same pid same cam (junk), other pid, same pid other cam]
     # query 1: its only same-pid entry is junk -> skipped
