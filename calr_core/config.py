@@ -100,10 +100,19 @@ class Cluster:
     pivot_rule: Literal["reference", "argmax"] = "reference"
     decay: Literal["constant", "cosine"] = "constant"
     seed: int = 1
+    knn: Literal["exact", "ivf", "hnsw"] = "exact"  # approximate (faiss) for 100k+ images
+    knn_nprobe: int = 16                 # ivf: cells scanned per query
+    knn_ef: int = 128                    # hnsw: search beam
 
     def __post_init__(self):
         if self.method == "dbscan" and self.refine:
             raise ParamsError(DBSCAN_REFINE)
+        if self.method == "dbscan" and self.knn != "exact":
+            raise ParamsError(f"cluster.knn: {self.knn} applies to method infomap; dbscan's Jaccard "
+                              f"distance uses the exact kNN (set cluster.knn: exact)")
+        if self.knn_nprobe < 1 or self.knn_ef < self.k1:
+            raise ParamsError(f"cluster.knn_nprobe: {self.knn_nprobe}, knn_ef: {self.knn_ef}: expected "
+                              f"knn_nprobe >= 1 and knn_ef >= cluster.k1 ({self.k1})")
 
 
 @dataclass(frozen=True)

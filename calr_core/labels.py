@@ -22,7 +22,7 @@ from calr_core.cluster import (
     select_pivots,
     silhouette,
 )
-from calr_core.cluster.knn import check_features
+from calr_core.cluster.knn import KnnIndex, check_features
 from calr_core.config import DBSCAN_REFINE
 from calr_core.data.manifest import align
 
@@ -61,20 +61,24 @@ def cluster_global(features: np.ndarray, camids: np.ndarray, local_labels: np.nd
                    dbscan_k2: int = 6, refine: bool = True,
                    pivot_rule: Literal["reference", "argmax"] = "reference",
                    decay_schedule: Literal["constant", "cosine"] = "constant",
-                   seed: int = 1) -> pd.DataFrame:
+                   seed: int = 1, knn: KnnIndex = "exact", knn_nprobe: int = 16,
+                   knn_ef: int = 128) -> pd.DataFrame:
     """Phase 2 steps 2-7: cluster all cameras, refine by the pivots' local clusters, weight.
 
     ``local_labels`` is aligned to the rows of ``features`` (-1 where an image has none).
     Returns one row per image with the pseudo-label columns except ``image_id``/``camid``.
     """
-    check_features(features)
+    if method == "dbscan" and knn != "exact":
+        raise ValueError(f"knn={knn!r} applies to method 'infomap'; dbscan's Jaccard distance uses the exact kNN")
+    check_features(features, (np.float32,) if knn == "exact" else (np.float32, np.float16))
     if len(camids) != len(features) or (local_labels is not None and len(local_labels) != len(features)):
         raise ValueError(f"features: {len(features)} rows but {len(camids)} camera ids"
                          + ("" if local_labels is None else f" and {len(local_labels)} local labels"))
     if method == "dbscan" and refine:
         raise ValueError(DBSCAN_REFINE)
     if method == "infomap":
-        result = infomap_cluster(features, k=k1, eps=eps, min_size=k2, seed=seed)
+        result = infomap_cluster(features, k=k1, eps=eps, min_size=k2, seed=seed, knn_index=knn,
+                                 nprobe=knn_nprobe, ef=knn_ef)
         raw, density = result.labels, result.density
     else:
         raw = dbscan(jaccard_distance(features, k1=dbscan_k1, k2=dbscan_k2),

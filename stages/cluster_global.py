@@ -35,6 +35,8 @@ def cluster_global(
     method, refine = pick(method, c.method), pick(refine, c.refine)
     if method == "dbscan" and refine:
         fail(f"{DBSCAN_REFINE} (or pass --no-refine)")
+    if method == "dbscan" and c.knn != "exact":
+        fail(f"cluster.knn: {c.knn} applies to method infomap; dbscan's Jaccard distance uses the exact kNN")
     frame, feats = read_features(layout.features(rnd))
     local = None
     if refine:
@@ -46,7 +48,8 @@ def cluster_global(
         n_cams=len(p.data.cameras),
         rnd=rnd, n_rounds=len(p.rounds), method=method, k1=c.k1, k2=c.k2,
         eps=c.eps, dbscan_eps=c.dbscan_eps, dbscan_k1=c.dbscan_k1, dbscan_k2=c.dbscan_k2,
-        refine=refine, pivot_rule=c.pivot_rule, decay_schedule=c.decay, seed=c.seed)
+        refine=refine, pivot_rule=c.pivot_rule, decay_schedule=c.decay, seed=c.seed, knn=c.knn,
+        knn_nprobe=c.knn_nprobe, knn_ef=c.knn_ef)
     pseudo = pd.concat([frame[["image_id", "camid"]], pseudo], axis=1)
     write_table("pseudo_labels", pseudo, layout.pseudo_labels(rnd), {"round": rnd})
     pids = train_pids(read_table("manifest", layout.manifest), frame.image_id, str(layout.manifest))

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from sklearn.cluster import DBSCAN, AgglomerativeClustering
 from sklearn.metrics import silhouette_score
 
-from calr_core.cluster.knn import Backend, knn
+from calr_core.cluster.knn import Backend, KnnIndex, knn
 from calr_core.progress import progress
 
 log = logging.getLogger(__name__)
@@ -117,23 +117,30 @@ def _relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def infomap_cluster(features: np.ndarray, k: int = 15, eps: float = 0.5, min_size: int = 4,
-                    seed: int = 1, backend: Backend = "auto") -> InfomapResult:
-    """Infomap clustering of the thresholded kNN graph (phase 2 steps 2-4).
+                    seed: int = 1, backend: Backend = "auto", knn_index: KnnIndex = "exact",
+                    nprobe: int = 16, ef: int = 128) -> InfomapResult:
+    """Infomap clustering of the thresholded kNN graph (phase 2 steps 2-4): ``knn`` of the
+    features, then ``infomap_on_knn``. knn_index: ``exact``, or an approximate faiss ``ivf`` /
+    ``hnsw`` index (``nprobe``, ``ef``) for a million images; features may then be float16."""
+    if not isinstance(features, np.ndarray) or features.ndim != 2 or not all(
+            np.isfinite(features[a:a + 16384]).all() for a in range(0, len(features), 16384)):
+        raise ValueError(f"features: expected a finite 2-d (N, D) array, got shape {getattr(features, 'shape', None)}")
+    if not 1 <= k <= len(features):
+        raise ValueError(f"k={k}: expected 1 <= k <= N={len(features)}")
+    sims, idx = knn(features, k, backend=backend, index=knn_index, nprobe=nprobe, ef=ef, seed=seed)  # (N, k)
+    return infomap_on_knn(sims, idx, eps=eps, min_size=min_size, seed=seed)
 
-    Two-level directed Infomap on the edges of ``knn_graph``; a node with no outgoing edge is a
-    singleton (its own cluster, whatever module Infomap put it in as a target); clusters with
-    <= min_size members become outliers (-1); the others are numbered 0..K-1 by lowest member.
-    """
+
+def infomap_on_knn(sims: np.ndarray, idx: np.ndarray, eps: float = 0.5, min_size: int = 4,
+                   seed: int = 1) -> InfomapResult:
+    """Two-level directed Infomap on the edges of ``knn_graph`` of a self-first kNN list (N, k);
+    a node with no outgoing edge is a singleton (its own cluster, whatever module Infomap put it
+    in as a target); clusters with <= min_size members become outliers (-1); the others are
+    numbered 0..K-1 by lowest member."""
     import infomap
 
-    if not isinstance(features, np.ndarray) or features.ndim != 2 or not np.isfinite(features).all():
-        raise ValueError(f"features: expected a finite 2-d (N, D) array, got shape {getattr(features, 'shape', None)}")
-    n = len(features)
-    if not 1 <= k <= n:
-        raise ValueError(f"k={k}: expected 1 <= k <= N={n}")
-    with progress(f"infomap of {n} features", 3, unit="step", step="knn") as bar:
-        sims, idx = knn(features.astype(np.float32), k, backend=backend)  # (N, k) each
-        bar.advance(1, step="graph")
+    n = len(idx)
+    with progress(f"infomap of {n} features", 2, unit="step", step="graph") as bar:
         src, dst, weight, density = knn_graph(sims, idx, eps)
         im = infomap.Infomap(f"--two-level --directed --silent --seed {int(seed)}")
         im.add_links(zip(src.tolist(), dst.tolist(), weight.tolist()))

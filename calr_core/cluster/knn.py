@@ -29,6 +29,7 @@ from calr_core.progress import progress
 log = logging.getLogger(__name__)
 Backend = Literal["auto", "blas", "faiss", "faiss-gpu", "torch"]
 BACKENDS = ("auto", "blas", "faiss", "faiss-gpu", "torch")
+KnnIndex = Literal["exact", "ivf", "hnsw"]
 
 
 def _faiss():
@@ -206,26 +207,39 @@ def _self_first(x: np.ndarray, sims: np.ndarray, idx: np.ndarray) -> tuple[np.nd
     i, s, r = idx[bad], sims[bad], rows[bad]
     missing = ~(i == r[:, None]).any(1)
     i[missing, -1] = r[missing]
-    s[missing, -1] = np.einsum("nd,nd->n", x[r[missing]], x[r[missing]])
+    own = x[r[missing]].astype(np.float32)  # (M, D)
+    s[missing, -1] = np.einsum("nd,nd->n", own, own)
     order = np.argsort(i != r[:, None], axis=1, kind="stable")  # self (False) first, rest in order
     idx[bad] = np.take_along_axis(i, order, 1)
     sims[bad] = np.take_along_axis(s, order, 1)
     return sims, idx
 
 
-def knn(features: np.ndarray, k: int, backend: Backend = "auto",
-        chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k of every row against all rows.
+def knn(features: np.ndarray, k: int, backend: Backend = "auto", chunk: int = 4096,
+        index: KnnIndex = "exact", nprobe: int = 16, ef: int = 128,
+        seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Inner-product top-k of every row against all rows: exact, or approximate with a faiss
+    ``ivf`` / ``hnsw`` index (``calr_core.cluster.ann``; ``nprobe``, ``ef``, ``seed`` apply to it,
+    and GPU faiss is used for ivf when ``backend`` resolves to faiss-gpu).
 
     Returns (sims (N, k) float32, idx (N, k) int64), each row by decreasing similarity with the
-    sample itself forced into column 0.
+    sample itself forced into column 0. features: float32, or float16 for an approximate index
+    (read a chunk at a time, never copied whole). A neighbour an approximate index could not
+    fill (fewer than k rows in the cells it scanned) is the sample itself with similarity -1.
     """
-    x = np.ascontiguousarray(features, dtype=np.float32)  # (N, D)
-    if x.ndim != 2:
-        raise ValueError(f"features: expected a 2-d (N, D) array, got shape {x.shape}")
-    if not 1 <= k <= len(x):
-        raise ValueError(f"k={k}: expected 1 <= k <= N={len(x)}")
+    if not isinstance(features, np.ndarray) or features.ndim != 2:
+        raise ValueError(f"features: expected a 2-d (N, D) array, got shape {getattr(features, 'shape', None)}")
+    if not 1 <= k <= len(features):
+        raise ValueError(f"k={k}: expected 1 <= k <= N={len(features)}")
     name = resolve_backend(backend)
+    if index != "exact":
+        from calr_core.cluster.ann import ann_knn
+        x = features if features.dtype in (np.float16, np.float32) else features.astype(np.float32)
+        sims, idx = ann_knn(x, k, index, nprobe=nprobe, ef=ef, gpu=name == "faiss-gpu", seed=seed)
+        empty = idx < 0
+        sims[empty], idx[empty] = -1.0, np.nonzero(empty)[0]
+        return _self_first(x, sims, idx)
+    x = np.ascontiguousarray(features, dtype=np.float32)  # (N, D)
     log.debug("knn: N=%d D=%d k=%d backend=%s", *x.shape, k, name)
     if name == "blas":
         sims, idx = _search_blas(x, k, chunk)
@@ -236,18 +250,22 @@ def knn(features: np.ndarray, k: int, backend: Backend = "auto",
     return _self_first(x, sims.astype(np.float32), idx)
 
 
-def check_features(features: np.ndarray) -> None:
-    """Features to cluster must be a finite float32 (N, D) array of L2-normalised rows."""
+def check_features(features: np.ndarray, dtypes: tuple = (np.float32,)) -> None:
+    """Features to cluster must be a finite (N, D) array of L2-normalised rows, of one of
+    ``dtypes`` (float32; float16 too where an approximate kNN reads them)."""
     if not isinstance(features, np.ndarray) or features.ndim != 2:
         raise ValueError(f"features: expected a 2-d (N, D) numpy array, got {type(features).__name__} "
                          f"with shape {getattr(features, 'shape', None)}")
-    if features.dtype != np.float32:
-        raise ValueError(f"features: expected dtype float32, got {features.dtype}")
-    finite = np.isfinite(features).all(1)
-    if not finite.all():
-        raise ValueError(f"features: row {int(np.flatnonzero(~finite)[0])} contains NaN or inf")
-    norms = np.linalg.norm(features, axis=1)
-    bad = np.abs(norms - 1) > 1e-3
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"features: rows must be L2-normalised (norm 1 +- 1e-3); row {row} has norm {norms[row]:.4g}")
+    if features.dtype not in dtypes:
+        raise ValueError(f"features: expected dtype {' or '.join(np.dtype(t).name for t in dtypes)}, got {features.dtype}")
+    for a in range(0, len(features), 16384):  # in chunks: no (N, D) temporaries at a million rows
+        x = features[a:a + 16384].astype(np.float32)  # (<= 16384, D)
+        finite = np.isfinite(x).all(1)
+        if not finite.all():
+            raise ValueError(f"features: row {a + int(np.flatnonzero(~finite)[0])} contains NaN or inf")
+        norms = np.linalg.norm(x, axis=1)
+        bad = np.abs(norms - 1) > 1e-3
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"features: rows must be L2-normalised (norm 1 +- 1e-3); row {a + row} has "
+                             f"norm {norms[row]:.4g}")
