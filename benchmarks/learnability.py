@@ -25,8 +25,9 @@ from calr_core.data.synth import render_world
 from calr_core.device import resolve_device
 from calr_core.model.backbone import build_model
 from calr_core.model.extract import extract_features
-from calr_core.report import evaluate_model
+from calr_core.eval.model import evaluate_model
 from calr_core.train.loop import train_round
+from calr_core.train.settings import RoundData, RoundSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,10 +61,12 @@ def main() -> None:
             t0 = time.perf_counter()
             if rnd:
                 feats = extract_features(model, Path(tmp), train.path.tolist(), progress=False, **common)
-                state = train_round(model, root=tmp, paths=train.path.tolist(), labels=labels,
-                                    camids=train.camid.to_numpy(), init_features=feats, iters=args.iters,
-                                    batch_size=args.batch, num_instances=args.instances, lr=args.lr,
-                                    epoch=rnd - 1, resume_state=state, seed=rnd, progress=False, **common)
+                data = RoundData(root=tmp, paths=train.path.tolist(), labels=labels,
+                                 camids=train.camid.to_numpy(), init_features=feats)
+                settings = RoundSettings(iters=args.iters, batch_size=args.batch,
+                                         num_instances=args.instances, lr=args.lr, epoch=rnd - 1,
+                                         seed=rnd, **common)
+                state = train_round(model, data, settings, resume_state=state, progress=False)
             m = evaluate_model(model, tmp, query, gallery, **common)
             row = {"round": rnd, "iters_done": rnd * args.iters, "mAP": m["mAP"], "rank1": m["Rank-1"],
                    "seconds": time.perf_counter() - t0}

@@ -26,8 +26,8 @@ def cluster_global(
     from calr_core.config import DBSCAN_REFINE
     from calr_core.data.manifest import camera_index, train_pids
     from calr_core.io import atomic_write_text, read_features, read_table, write_table
-    from calr_core.labels import cluster_global as run_clustering
-    from calr_core.labels import gather_local_labels, summarize
+    from calr_core.labelling import cluster_global as run_clustering
+    from calr_core.labelling import gather_local_labels, summarize
 
     p, layout = setup(params, set_, artifacts, rnd=rnd)
     rnd = latest_round(p, rnd, None, lambda r: layout.features(r).is_file(), "features")

@@ -21,7 +21,7 @@ def cluster_intra(
     import pandas as pd
 
     from calr_core.io import read_features, write_table
-    from calr_core.labels import cluster_camera
+    from calr_core.labelling import cluster_camera
 
     p, layout = setup(params, set_, artifacts, rnd=rnd, cam=cam)
     rnd = latest_round(p, rnd, cam, lambda r: layout.intra_features(cam, r).is_file(), "features")
@@ -45,7 +45,7 @@ def select_local(
 ) -> None:
     """Keep the local labels of the intra round with the highest silhouette (phase 1 selection)."""
     from calr_core.io import read_table, write_table
-    from calr_core.labels import best_round
+    from calr_core.labelling import best_round
 
     p, layout = setup(params, set_, artifacts, cam=cam)
     tables = [read_table("local_labels", layout.intra_labels(cam, r.id)) for r in p.intra.rounds]

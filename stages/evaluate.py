@@ -29,7 +29,8 @@ def evaluate(
     from calr_core.data.manifest import split, train_pids
     from calr_core.io import atomic_write_text, read_table
     from calr_core.model.state import load_model
-    from calr_core.report import PSEUDO_LABEL_KEYS, evaluate_model, pseudo_label_quality
+    from calr_core.eval.model import evaluate_model
+    from calr_core.eval.quality import PSEUDO_LABEL_KEYS, pseudo_label_quality
 
     p, layout = setup(params, set_, artifacts, rnd=rnd)
     if rnd is not None and source:

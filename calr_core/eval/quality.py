@@ -79,3 +79,16 @@ def label_quality(pred, true) -> dict:
         "bcubed_precision": bc_p, "bcubed_recall": bc_r, "bcubed_f": _f(bc_p, bc_r),
         "n_clusters": k, "n_outliers": int(out.sum()), "n_images": n,
     }
+
+
+PSEUDO_LABEL_KEYS: tuple[str, ...] = tuple(f"pl_{k}" for k in (
+    "nmi", "ari", "pairwise_precision", "pairwise_recall", "pairwise_f", "bcubed_precision",
+    "bcubed_recall", "bcubed_f", "n_clusters", "n_outliers", "n_images"))  # label_quality's keys
+
+
+def pseudo_label_quality(labels: np.ndarray, pids: np.ndarray) -> dict:
+    """Quality of the labels training used against ground truth (images of unknown id dropped)."""
+    if not (pids >= 0).any():
+        return {}
+    q = label_quality(labels, pids)
+    return {f"pl_{k}": float(v) for k, v in q.items()}

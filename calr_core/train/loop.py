@@ -26,7 +26,7 @@ from calr_core.device import resolve_device
 from calr_core.model.camera import CameraClassifier, camera_loss
 from calr_core.progress import progress as show_progress
 from calr_core.train import distributed as du
-from calr_core.train.memory import ClusterMemory, MemoryMode, check_labels
+from calr_core.train.memory import ClusterMemory
 from calr_core.train.recovery import (
     fingerprint,
     load_recovery,
@@ -35,6 +35,7 @@ from calr_core.train.recovery import (
     set_rng_states,
 )
 from calr_core.train.seeding import SeededBatches, SeededImages, step_seed
+from calr_core.train.settings import RoundData, RoundSettings, as_arrays
 
 log = logging.getLogger(__name__)
 
@@ -117,168 +118,158 @@ def _to_cpu(obj: Any) -> Any:
     return obj
 
 
-def train_round(model: nn.Module, *, root: str | Path, paths: Sequence[str], labels, camids,
-                init_features, class_weights=None, n_cams: int | None = None,
-                camera_alignment: bool = False, camera_weight: float = 1.0,
-                camera_loss_form: Literal["clean", "reference"] = "clean", iters: int = 400,
-                batch_size: int = 256, num_instances: int = 16, height: int = 256, width: int = 128,
-                lr: float = 3.5e-4, weight_decay: float = 5e-4, step_size: int = 20,
-                gamma: float = 0.1, temp: float = 0.05, momentum: float = 0.1,
-                memory_mode: MemoryMode = "mean", bn_group: int = 0, epoch: int = 0,
+class _Round:
+    """The objects one round trains and saves: the model, the cluster memory, the camera head,
+    Adam and StepLR (restored from the previous round), and the running loss and curve."""
+
+    def __init__(self, model: nn.Module, labels: torch.Tensor, feats0: torch.Tensor,
+                 s: RoundSettings, dev: torch.device, resume_state: dict[str, Any] | None):
+        self.model, self.s, self.dev = model, s, dev
+        self.memory = ClusterMemory(feats0.to(dev), labels.to(dev), temp=s.temp, momentum=s.momentum,
+                                    mode=s.memory_mode)
+        self.head = None
+        if s.n_cams is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(s.seed)
+                self.head = CameraClassifier(model.feat_dim, s.n_cams).to(dev)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.params += [] if self.head is None else list(self.head.parameters())
+        self.params += list(self.memory.parameters())  # the classifier of memory_mode="learned"; none otherwise
+        self.optimizer = torch.optim.Adam(self.params, lr=s.lr, weight_decay=s.weight_decay,
+                                          fused=dev.type == "cuda" or None)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=s.step_size, gamma=s.gamma)
+        if resume_state is not None:
+            if self.head is not None and resume_state.get("camera_head") is not None:
+                self.head.load_state_dict(resume_state["camera_head"])
+            try:
+                self.optimizer.load_state_dict(resume_state["optimizer"])
+            except ValueError as exc:
+                raise ValueError(f"resume_state: its optimizer does not fit this model/camera head ({exc})") from None
+            self.scheduler.load_state_dict(resume_state["scheduler"])
+            follow_settings(self.optimizer, self.scheduler, lr=s.lr, weight_decay=s.weight_decay,
+                            step_size=s.step_size, gamma=s.gamma)
+        self.loss_sum, self.curve, self.fp, self.sampler_state, self.recorded = 0.0, [], "", {}, {}
+
+    def state(self, done: int) -> dict[str, Any]:
+        """The checkpoint dict after ``done`` iterations."""
+        return _to_cpu({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "memory": self.memory.state_dict(),
+                        "camera_head": None if self.head is None else self.head.state_dict(),
+                        "epoch": self.s.epoch, "iters_done": done, "loss_sum": self.loss_sum,
+                        "rng": rng_states(), "fingerprint": self.fp,
+                        "sampler": {**self.sampler_state, "start_iter": done}, "params": self.recorded})
+
+    def restore(self, rec: dict[str, Any]) -> int:
+        """Continue a killed round from its recovery checkpoint; returns the iterations done."""
+        self.model.load_state_dict(rec["model"])
+        self.optimizer.load_state_dict(rec["optimizer"])
+        self.scheduler.load_state_dict(rec["scheduler"])
+        self.memory.load_state_dict(rec["memory"])
+        if self.head is not None:
+            self.head.load_state_dict(rec["camera_head"])
+        set_rng_states(rec["rng"])
+        self.loss_sum, self.curve = rec["loss_sum"], rec.get("history", [])
+        return rec["iters_done"]
+
+    def run(self, loader: DataLoader, start: int, labels: torch.Tensor, camids: torch.Tensor,
+            cw: torch.Tensor | None, *, fmt: torch.memory_format, amp: bool,
+            recovery_path: str | Path | None, progress: bool) -> None:
+        """Iterations ``start .. iters - 1``: sample a batch, forward, memory loss (+ camera
+        loss), Adam step, memory update (``train_step``); log the curve, save recovery."""
+        s, dev = self.s, self.dev
+        rank, world = du.rank(), du.world_size()
+        local_bs = s.batch_size // world
+        with show_progress(f"train round {s.epoch}", s.iters, start=start,
+                           enabled=progress and rank == 0, loss=float("nan")) as bar:
+            tick = time.perf_counter()
+            for it, (imgs, idx) in zip(range(start, s.iters), loader):
+                torch.manual_seed(step_seed(s.seed, s.epoch, it, -1 - rank))  # any other in-model randomness
+                imgs = imgs.to(dev, non_blocking=True, memory_format=fmt)  # (b, 3, H, W)
+                targets, cams = labels[idx].to(dev), camids[idx].to(dev)  # (b,), (b,)
+                seeds = None
+                if s.camera_alignment:  # dropout seeded per BatchNorm group of the global batch
+                    groups = local_bs // s.bn_group if s.bn_group else 1
+                    seeds = [step_seed(s.seed, s.epoch, it, rank * groups + j) for j in range(groups)]
+                loss = train_step(self.model, self.memory, self.optimizer, self.params, imgs, targets,
+                                  class_weights=cw, head=self.head if s.camera_alignment else None,
+                                  cams=cams, camera_weight=s.camera_weight,
+                                  camera_loss_form=s.camera_loss_form, bn_group=s.bn_group,
+                                  head_seeds=seeds, amp=amp)
+                total, mem, cam = (v / world for v in du.all_reduce_sum(loss).tolist())
+                self.loss_sum += total
+                now = time.perf_counter()
+                self.curve.append({"iter": it, "loss": total, "memory_loss": mem, "camera_loss": cam,
+                                   "lr": self.optimizer.param_groups[0]["lr"], "seconds": now - tick})
+                tick = now
+                bar.advance(1, loss=self.loss_sum / (it + 1))
+                done = it + 1
+                if recovery_path is not None and done % s.save_every == 0 and done < s.iters and rank == 0:
+                    save_recovery(recovery_path, {**self.state(done), "history": self.curve})
+
+
+def _loader(data: RoundData, labels: torch.Tensor, camids: torch.Tensor, s: RoundSettings,
+            start: int, dev: torch.device) -> tuple[CameraPKSampler, DataLoader]:
+    """Camera-aware P x K batches of this rank from iteration ``start`` on, each image's
+    augmentation seeded by its place in the global batch (phase 2 step 8)."""
+    rank, world = du.rank(), du.world_size()
+    sampler = CameraPKSampler(labels.numpy(), camids.numpy(), num_instances=s.num_instances,
+                              batch_size=s.batch_size, iters=s.iters, seed=s.seed, epoch=s.epoch,
+                              rank=rank, world_size=world, start_iter=start)
+    batches = SeededBatches(sampler, seed=s.seed, epoch=s.epoch, start_iter=start,
+                            global_size=s.batch_size, offset=rank * (s.batch_size // world))
+    dataset = SeededImages(ImageDataset(Path(data.root), data.paths, train_transform(s.height, s.width)))
+    return sampler, DataLoader(dataset, batch_sampler=batches, num_workers=s.workers,
+                               pin_memory=dev.type == "cuda", generator=torch.Generator().manual_seed(s.seed))
+
+
+def train_round(model: nn.Module, data: RoundData, settings: RoundSettings, *,
                 resume_state: dict[str, Any] | None = None, recovery_path: str | Path | None = None,
-                save_every: int = 50, seed: int = 1,
-                device: Literal["auto", "cpu", "cuda"] = "auto", amp: bool | None = None,
-                workers: int = 2, progress: bool = True,
-                history: list[dict[str, float]] | None = None) -> dict[str, Any]:
+                progress: bool = True, history: list[dict[str, float]] | None = None) -> dict[str, Any]:
     """Train ``model`` in place for one round; return the round's checkpoint dict.
 
-    labels: (N,) pseudo labels 0..K-1, -1 = outlier; camids: (N,) 0-based; init_features: (N, D)
-    features of the model at the start of the round (they seed the memory). class_weights: (K,)
-    or None (unweighted). n_cams: build a camera head (kept in the optimiser in every round, so
-    its state carries); camera_alignment adds its loss. resume_state: the previous round's
-    checkpoint (optimizer, scheduler, camera_head; the caller loads the model weights).
-    bn_group: BatchNorm statistics over chunks of this many images (0 = this rank's whole batch).
-    The returned dict holds model, optimizer, scheduler (stepped), camera_head, memory, epoch,
-    iters_done, rng, params, loss: save it with ``calr_core.io.checkpoint.save_checkpoint``.
-    history: a list that receives the training curve, one row per iteration (iter, loss,
-    memory_loss, camera_loss, lr, seconds), the rows before a resume included. It stays out of
-    the returned checkpoint: its wall-clock seconds differ between identical runs.
+    resume_state: the previous round's checkpoint (optimizer, scheduler, camera_head; the caller
+    loads the model weights). recovery_path: where a killed round's progress is kept every
+    ``settings.save_every`` iterations, and found again. The returned dict holds model,
+    optimizer, scheduler (stepped), camera_head, memory, epoch, iters_done, rng, params, loss:
+    save it with ``calr_core.io.checkpoint.save_checkpoint``. history: a list that receives the
+    training curve, one row per iteration (iter, loss, memory_loss, camera_loss, lr, seconds),
+    the rows before a resume included; it stays out of the checkpoint (wall-clock seconds).
     """
-    dev = resolve_device(device)
-    amp = dev.type == "cuda" if amp is None else amp
-    rank, world = du.rank(), du.world_size()
-    labels_t, camids_t = torch.as_tensor(np.array(labels)).long(), torch.as_tensor(np.array(camids)).long()
-    feats0 = torch.as_tensor(init_features).float().cpu()  # (N, D)
-    n = len(paths)
-    if labels_t.shape != (n,) or camids_t.shape != (n,):
-        raise ValueError(f"labels/camids: expected {n} values (one per path), got {tuple(labels_t.shape)} and {tuple(camids_t.shape)}")
-    dim = getattr(model, "feat_dim", feats0.shape[-1])
-    if feats0.ndim != 2 or feats0.shape != (n, dim):
-        raise ValueError(f"init_features: expected shape ({n}, {dim}) (one model feature per path), got {tuple(feats0.shape)}")
-    if not torch.isfinite(feats0).all():
-        raise ValueError("init_features: NaN or inf in the features that seed the memory")
-    k = check_labels(labels_t, n)
-    cw = None if class_weights is None else torch.as_tensor(np.asarray(class_weights)).float()
-    if cw is not None and cw.shape != (k,):
-        raise ValueError(f"class_weights: expected {k} values (one per cluster), got {tuple(cw.shape)}")
-    if camera_alignment and n_cams is None:
-        raise ValueError("n_cams: camera_alignment=True needs the number of cameras")
-    if batch_size % world:
-        raise ValueError(f"batch_size: {batch_size} is not divisible by world_size={world}")
-    local_bs = batch_size // world
-    if bn_group < 0 or (bn_group and local_bs % bn_group):
-        raise ValueError(f"bn_group: {bn_group} must be 0 or divide the per-rank batch {local_bs}")
-    if save_every < 1:
-        raise ValueError(f"save_every: expected a positive number of iterations, got {save_every}")
-
+    s = settings
+    dev = resolve_device(s.device)
+    amp = dev.type == "cuda" if s.amp is None else s.amp
+    labels, camids, feats0, cw = as_arrays(data, getattr(model, "feat_dim", None))
+    s.check(data, du.world_size())
     fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(dev, memory_format=fmt)
-    memory = ClusterMemory(feats0.to(dev), labels_t.to(dev), temp=temp, momentum=momentum, mode=memory_mode)
-    cw = None if cw is None else cw.to(dev)
-    head = None
-    if n_cams is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            head = CameraClassifier(model.feat_dim, n_cams).to(dev)
-    params = [p for p in model.parameters() if p.requires_grad]
-    params += [] if head is None else list(head.parameters())
-    params += list(memory.parameters())  # the classifier of memory_mode="learned"; none otherwise
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=dev.type == "cuda" or None)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
-    if resume_state is not None:
-        if head is not None and resume_state.get("camera_head") is not None:
-            head.load_state_dict(resume_state["camera_head"])
-        try:
-            optimizer.load_state_dict(resume_state["optimizer"])
-        except ValueError as exc:
-            raise ValueError(f"resume_state: its optimizer does not fit this model/camera head ({exc})") from None
-        scheduler.load_state_dict(resume_state["scheduler"])
-        follow_settings(optimizer, scheduler, lr=lr, weight_decay=weight_decay, step_size=step_size,
-                        gamma=gamma)
-
-    settings = dict(n_cams=n_cams, camera_alignment=camera_alignment, camera_weight=camera_weight,
-                    camera_loss_form=camera_loss_form, iters=iters, batch_size=batch_size,
-                    num_instances=num_instances, height=height, width=width, lr=lr,
-                    weight_decay=weight_decay, step_size=step_size, gamma=gamma, temp=temp,
-                    momentum=momentum, memory_mode=memory_mode, bn_group=bn_group, epoch=epoch,
-                    seed=seed, world_size=world, amp=amp)
-    fp = fingerprint({"paths": list(paths), "labels": labels_t, "camids": camids_t,
-                      "init_features": feats0, "class_weights": cw,
-                      "scheduler_epoch": np.asarray(scheduler.last_epoch)}, settings)
-    start, loss_sum, curve = 0, 0.0, []
-    round_seed = step_seed(seed, epoch, 2**40)  # python's and numpy's global RNGs, which the
-    random.seed(round_seed)                       # checkpoint records: same run, same bytes
+    r = _Round(model, labels, feats0, s, dev, resume_state)
+    r.recorded = s.recorded(du.world_size(), amp)
+    r.fp = fingerprint({"paths": list(data.paths), "labels": labels, "camids": camids,
+                        "init_features": feats0, "class_weights": None if cw is None else cw.to(dev),
+                        "scheduler_epoch": np.asarray(r.scheduler.last_epoch)}, r.recorded)
+    round_seed = step_seed(s.seed, s.epoch, 2**40)  # python's and numpy's global RNGs, which the
+    random.seed(round_seed)                           # checkpoint records: same run, same bytes
     np.random.seed(round_seed % 2**32)
-    rec = load_recovery(recovery_path, fp)
-    if rec is not None:
-        model.load_state_dict(rec["model"])
-        optimizer.load_state_dict(rec["optimizer"])
-        scheduler.load_state_dict(rec["scheduler"])
-        memory.load_state_dict(rec["memory"])
-        if head is not None:
-            head.load_state_dict(rec["camera_head"])
-        set_rng_states(rec["rng"])
-        start, loss_sum, curve = rec["iters_done"], rec["loss_sum"], rec.get("history", [])
-
-    sampler = CameraPKSampler(labels_t.numpy(), camids_t.numpy(), num_instances=num_instances,
-                              batch_size=batch_size, iters=iters, seed=seed, epoch=epoch,
-                              rank=rank, world_size=world, start_iter=start)
-    batches = SeededBatches(sampler, seed=seed, epoch=epoch, start_iter=start,
-                            global_size=batch_size, offset=rank * local_bs)
-    dataset = SeededImages(ImageDataset(Path(root), paths, train_transform(height, width)))
-    loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers,
-                        pin_memory=dev.type == "cuda", generator=torch.Generator().manual_seed(seed))
-
-    def checkpoint(done: int) -> dict[str, Any]:
-        return _to_cpu({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "memory": memory.state_dict(),
-                        "camera_head": None if head is None else head.state_dict(),
-                        "epoch": epoch, "iters_done": done, "loss_sum": loss_sum,
-                        "rng": rng_states(), "fingerprint": fp, "sampler": {**sampler.state_dict(), "start_iter": done},
-                        "params": settings})
-
-    model.train()
-    if head is not None:
-        head.train()
-    with show_progress(f"train round {epoch}", iters, start=start, enabled=progress and rank == 0,
-                       loss=float("nan")) as bar:
-        tick = time.perf_counter()
-        for it, (imgs, idx) in zip(range(start, iters), loader):
-            torch.manual_seed(step_seed(seed, epoch, it, -1 - rank))  # any other in-model randomness
-            imgs = imgs.to(dev, non_blocking=True, memory_format=fmt)  # (b, 3, H, W)
-            targets, cams = labels_t[idx].to(dev), camids_t[idx].to(dev)  # (b,), (b,)
-            seeds = None
-            if camera_alignment:  # dropout seeded per BatchNorm group of the global batch
-                groups = local_bs // bn_group if bn_group else 1
-                seeds = [step_seed(seed, epoch, it, rank * groups + j) for j in range(groups)]
-            loss = train_step(model, memory, optimizer, params, imgs, targets, class_weights=cw,
-                              head=head if camera_alignment else None, cams=cams,
-                              camera_weight=camera_weight, camera_loss_form=camera_loss_form,
-                              bn_group=bn_group, head_seeds=seeds, amp=amp)
-            total, mem, cam = (v / world for v in du.all_reduce_sum(loss).tolist())
-            loss_sum += total
-            now = time.perf_counter()
-            curve.append({"iter": it, "loss": total, "memory_loss": mem, "camera_loss": cam,
-                            "lr": optimizer.param_groups[0]["lr"], "seconds": now - tick})
-            tick = now
-            bar.advance(1, loss=loss_sum / (it + 1))
-            done = it + 1
-            if recovery_path is not None and done % save_every == 0 and done < iters and rank == 0:
-                save_recovery(recovery_path, {**checkpoint(done), "history": curve})
+    rec = load_recovery(recovery_path, r.fp)
+    start = 0 if rec is None else r.restore(rec)
+    sampler, loader = _loader(data, labels, camids, s, start, dev)
+    r.sampler_state = sampler.state_dict()
+    r.run(loader, start, labels, camids, None if cw is None else cw.to(dev), fmt=fmt, amp=amp,
+          recovery_path=recovery_path, progress=progress)  # the paper's steps, iters times
 
     du.broadcast_state(model, buffers_only=True)  # BatchNorm running statistics follow rank 0
-    if head is not None:
-        du.broadcast_state(head, buffers_only=True)
-    scheduler.step()  # StepLR: once per round
-    state = checkpoint(iters)
-    state["loss"] = loss_sum / max(iters, 1)
+    if r.head is not None:
+        du.broadcast_state(r.head, buffers_only=True)
+    r.scheduler.step()  # StepLR: once per round
+    state = r.state(s.iters)
+    state["loss"] = r.loss_sum / max(s.iters, 1)
     if history is not None:
-        history.extend(curve)
+        history.extend(r.curve)
     du.barrier()
-    if recovery_path is not None and rank == 0:
+    if recovery_path is not None and du.rank() == 0:
         Path(recovery_path).unlink(missing_ok=True)
-    log.info("round %d: %d iterations, mean loss %.4f, lr now %.2e", epoch, iters, state["loss"],
-             optimizer.param_groups[0]["lr"])
+    log.info("round %d: %d iterations, mean loss %.4f, lr now %.2e", s.epoch, s.iters, state["loss"],
+             r.optimizer.param_groups[0]["lr"])
     return state

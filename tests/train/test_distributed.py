@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from calr_core.io.checkpoint import load_checkpoint
 from calr_core.model.backbone import build_model
-from calr_core.train.loop import train_round
+from tests.train.world import round_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_two_rank_round_matches_single_process_with_bn_groups(world, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "calr_core.train.ddp_check", "--world", str(world["root"]), "--out", str(out),
+           "-m", "tests.ddp_check", "--world", str(world["root"]), "--out", str(out),
            "--iters", "3", "--batch", "16", "--instances", "4", "--camera", "--memory-probe"]
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -38,9 +38,9 @@ def test_two_rank_round_matches_single_process_with_bn_groups(world, tmp_path):
     assert not torch.allclose(own, cent, atol=1e-3)
 
     # One process, batch 16 in BatchNorm groups of 8 == two ranks x 8 (weights, memory, head).
-    single = train_round(build_model("resnet18", weights="none", seed=1), **world, n_cams=3,
-                         camera_alignment=True, iters=3, batch_size=16, num_instances=4, height=64,
-                         width=32, bn_group=8, workers=0, device="cpu", progress=False)
+    single = round_of(build_model("resnet18", weights="none", seed=1), world, n_cams=3,
+                      camera_alignment=True, iters=3, batch_size=16, num_instances=4, height=64,
+                      width=32, bn_group=8, workers=0, device="cpu")
     for part in ("memory", "camera_head", "model"):
         for key, value in single[part].items():
             if "running_" in key or "num_batches" in key:

@@ -8,22 +8,22 @@ import torch
 
 from calr_core.io.checkpoint import load_checkpoint, save_checkpoint
 from calr_core.model.backbone import build_model
-from calr_core.train.loop import train_round
+from tests.train.world import round_of
 from tests.kill import kill_when_written
 
 ITERS, EVERY = 8, 2
 
 
 def _round(world, recovery=None, workers=0, iters=ITERS, history=None):
-    """The same round as `python -m calr_core.train.ddp_check` runs (ResNet-18, 3 cameras)."""
+    """The same round as `python -m tests.ddp_check` runs (ResNet-18, 3 cameras)."""
     model = build_model("resnet18", weights="none", seed=1)
-    return train_round(model, **world, n_cams=3, iters=iters, batch_size=8, num_instances=4,
-                       height=64, width=32, recovery_path=recovery, save_every=EVERY,
-                       workers=workers, device="cpu", progress=False, history=history)
+    return round_of(model, world, n_cams=3, iters=iters, batch_size=8, num_instances=4,
+                    height=64, width=32, recovery_path=recovery, save_every=EVERY,
+                    workers=workers, device="cpu", history=history)
 
 
 def _kill_after_first_recovery(world_dir: Path, out: Path, recovery: Path) -> None:
-    cmd = [sys.executable, "-m", "calr_core.train.ddp_check", "--world", str(world_dir), "--out", str(out),
+    cmd = [sys.executable, "-m", "tests.ddp_check", "--world", str(world_dir), "--out", str(out),
            "--iters", str(ITERS), "--save-every", str(EVERY), "--recovery", str(recovery),
            "--batch", "8", "--instances", "4", "--workers", "1", "--threads", "1"]
     kill_when_written(cmd, recovery, timeout=120)

@@ -26,3 +26,18 @@ def make_world(root: Path, n_ids: int = 10, per_id: int = 5, n_outliers: int = 1
     world = {"paths": np.array(paths), "labels": labels, "camids": camids, "features": feats}
     np.savez(root / "world.npz", **world)
     return world
+
+
+def round_of(model, world: dict, *, resume_state=None, recovery_path=None, history=None,
+             progress: bool = False, **fields):
+    """``train_round`` with the fields of RoundData (over ``world``) and of RoundSettings given
+    as keywords, as the tests write them."""
+    import dataclasses
+
+    from calr_core.train.loop import train_round
+    from calr_core.train.settings import RoundData, RoundSettings
+    data_keys = {f.name for f in dataclasses.fields(RoundData)}
+    data = RoundData(**{**world, **{k: v for k, v in fields.items() if k in data_keys}})
+    settings = RoundSettings(**{k: v for k, v in fields.items() if k not in data_keys})
+    return train_round(model, data, settings, resume_state=resume_state, recovery_path=recovery_path,
+                       progress=progress, history=history)

@@ -1,7 +1,7 @@
 """Run one small training round on a prepared folder; used to check resume and multi-process runs.
 
-    python -m calr_core.train.ddp_check --world DIR --out DIR [--iters 12 --save-every 3 ...]
-    torchrun --nproc_per_node 2 -m calr_core.train.ddp_check --world DIR --out DIR
+    python -m tests.ddp_check --world DIR --out DIR [--iters 12 --save-every 3 ...]
+    torchrun --nproc_per_node 2 -m tests.ddp_check --world DIR --out DIR
 
 DIR holds the images and ``world.npz`` (paths, labels, camids, features). Each rank writes its
 final round checkpoint to ``OUT/rank{r}.pt``; with ``--memory-probe`` it also checks that a
@@ -22,6 +22,7 @@ from calr_core.model.backbone import build_model
 from calr_core.train import distributed as du
 from calr_core.train.loop import train_round
 from calr_core.train.memory import ClusterMemory
+from calr_core.train.settings import RoundData, RoundSettings
 
 
 def _memory_probe(dim: int, out: Path) -> None:
@@ -64,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         w = np.load(args.world / "world.npz")
         model = build_model("resnet18", weights="none", seed=1)
         n_cams = int(w["camids"].max()) + 1
-        state = train_round(model, root=args.world, paths=[str(p) for p in w["paths"]],
-                            labels=w["labels"], camids=w["camids"], init_features=w["features"],
-                            n_cams=n_cams, camera_alignment=args.camera, iters=args.iters,
-                            batch_size=args.batch, num_instances=args.instances,
-                            height=args.height, width=args.width, bn_group=args.bn_group,
-                            recovery_path=args.recovery, save_every=args.save_every,
-                            device=dev.type, workers=args.workers, progress=False)
+        data = RoundData(root=args.world, paths=[str(p) for p in w["paths"]], labels=w["labels"],
+                         camids=w["camids"], init_features=w["features"])
+        settings = RoundSettings(n_cams=n_cams, camera_alignment=args.camera, iters=args.iters,
+                                 batch_size=args.batch, num_instances=args.instances,
+                                 height=args.height, width=args.width, bn_group=args.bn_group,
+                                 save_every=args.save_every, device=dev.type, workers=args.workers)
+        state = train_round(model, data, settings, recovery_path=args.recovery, progress=False)
         save_checkpoint(args.out / f"rank{rank}.pt", state)
         if args.memory_probe:
             _memory_probe(model.feat_dim, args.out)

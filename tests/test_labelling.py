@@ -1,4 +1,4 @@
-"""calr_core.labels: the two labelling steps of METHOD.md (phase 1 per camera, phase 2 global +
+"""calr_core.labelling: the two labelling steps of METHOD.md (phase 1 per camera, phase 2 global +
 refinement + weights), checked against plain loops written here."""
 import math
 import re
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from calr_core.labels import (
+from calr_core.labelling import (
     best_round,
     class_weights,
     cluster_camera,

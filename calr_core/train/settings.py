@@ -1,0 +1,99 @@
+"""What one training round is given: its data and its settings, each one frozen object."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+
+from calr_core.train.memory import MemoryMode
+
+
+@dataclass(frozen=True)
+class RoundData:
+    """The images of a round and what training knows of them, one entry per path.
+
+    labels: (N,) pseudo labels 0..K-1, -1 = outlier (not trained on); camids: (N,) 0-based;
+    init_features: (N, D) features of the model at the start of the round (they seed the
+    memory); class_weights: (K,) or None (unweighted).
+    """
+    root: str | Path
+    paths: Sequence[str]
+    labels: Any
+    camids: Any
+    init_features: Any
+    class_weights: Any = None
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """How one round trains (METHOD.md defaults). The fields up to ``seed`` are recorded in the
+    checkpoint's ``params`` (with world_size and amp) and guard a resumed round."""
+    n_cams: int | None = None            # build a camera head (kept in the optimiser in every round)
+    camera_alignment: bool = False       # add its loss (behind gradient reversal)
+    camera_weight: float = 1.0
+    camera_loss_form: Literal["clean", "reference"] = "clean"
+    iters: int = 400
+    batch_size: int = 256
+    num_instances: int = 16
+    height: int = 256
+    width: int = 128
+    lr: float = 3.5e-4                   # the StepLR schedule's base rate
+    weight_decay: float = 5e-4
+    step_size: int = 20
+    gamma: float = 0.1
+    temp: float = 0.05
+    momentum: float = 0.1
+    memory_mode: MemoryMode = "mean"
+    bn_group: int = 0                    # BatchNorm statistics over chunks of this many images (0: batch)
+    epoch: int = 0                       # the round number: seeds the sampler and every step
+    seed: int = 1
+    save_every: int = 50                 # recovery checkpoint every this many iterations
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool | None = None              # bf16 autocast; None: on CUDA only
+    workers: int = 2
+
+    def recorded(self, world_size: int, amp: bool) -> dict[str, Any]:
+        """The checkpoint's ``params``: the settings that shape the result."""
+        names = [f.name for f in dataclasses.fields(self)]
+        kept = names[:names.index("seed") + 1]
+        return {**{k: getattr(self, k) for k in kept}, "world_size": world_size, "amp": amp}
+
+    def check(self, data: RoundData, world_size: int) -> None:
+        """Refuse settings that cannot train on ``data`` in one line naming the field."""
+        if self.camera_alignment and self.n_cams is None:
+            raise ValueError("n_cams: camera_alignment=True needs the number of cameras")
+        if self.batch_size % world_size:
+            raise ValueError(f"batch_size: {self.batch_size} is not divisible by world_size={world_size}")
+        local = self.batch_size // world_size
+        if self.bn_group < 0 or (self.bn_group and local % self.bn_group):
+            raise ValueError(f"bn_group: {self.bn_group} must be 0 or divide the per-rank batch {local}")
+        if self.save_every < 1:
+            raise ValueError(f"save_every: expected a positive number of iterations, got {self.save_every}")
+
+
+def as_arrays(data: RoundData, dim: int | None):
+    """(labels, camids, init_features, class_weights) as CPU tensors, checked against each
+    other; ``dim``: the model's feature size (None: whatever the features have)."""
+    import torch
+
+    from calr_core.train.memory import check_labels
+
+    labels = torch.as_tensor(np.array(data.labels)).long()
+    camids = torch.as_tensor(np.array(data.camids)).long()
+    feats = torch.as_tensor(data.init_features).float().cpu()  # (N, D)
+    n = len(data.paths)
+    if labels.shape != (n,) or camids.shape != (n,):
+        raise ValueError(f"labels/camids: expected {n} values (one per path), got {tuple(labels.shape)} and {tuple(camids.shape)}")
+    dim = feats.shape[-1] if dim is None else dim
+    if feats.ndim != 2 or feats.shape != (n, dim):
+        raise ValueError(f"init_features: expected shape ({n}, {dim}) (one model feature per path), got {tuple(feats.shape)}")
+    if not torch.isfinite(feats).all():
+        raise ValueError("init_features: NaN or inf in the features that seed the memory")
+    k = check_labels(labels, n)
+    cw = None if data.class_weights is None else torch.as_tensor(np.asarray(data.class_weights)).float()
+    if cw is not None and cw.shape != (k,):
+        raise ValueError(f"class_weights: expected {k} values (one per cluster), got {tuple(cw.shape)}")
+    return labels, camids, feats, cw
