@@ -91,9 +91,10 @@ def child(index: str, n: int, dtype: str, labels_out: str) -> None:
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict:
-    """How far two labelings of the same images agree: the share of identical labels (clusters
-    are numbered by their lowest member, so equal clusterings give equal arrays) and the ARI
-    with each outlier its own cluster."""
+    """How far two labelings of the same images agree: the ARI with each outlier its own
+    cluster, and the share of images with the same label number (1.0 only for identical
+    clusterings; clusters are numbered by their lowest member, so one split or merge renumbers
+    every later cluster: read the ARI)."""
     from sklearn.metrics import adjusted_rand_score
 
     def singletons(x):
