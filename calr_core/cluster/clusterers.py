@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.cluster import DBSCAN, AgglomerativeClustering
-from sklearn.metrics import silhouette_score
 
 from calr_core.cluster.knn import Backend, KnnIndex, knn
 from calr_core.progress import progress
@@ -46,6 +44,8 @@ def dbscan(dist: sp.spmatrix, eps: float = 0.6, min_samples: int = 4) -> np.ndar
     _check_square(dist)
     if eps <= 0 or min_samples < 1:
         raise ValueError(f"dbscan: expected eps > 0 and min_samples >= 1, got eps={eps}, min_samples={min_samples}")
+    from sklearn.cluster import DBSCAN  # imported here: Infomap runs never pay for sklearn.cluster
+
     model = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed")
     return model.fit_predict(sp.csr_matrix(dist)).astype(np.int64)
 
@@ -62,6 +62,8 @@ def agglomerative(dist: sp.spmatrix, n_clusters: int | None = None, ratio: int =
         raise ValueError(f"n_clusters={n_clusters}: expected 1 <= n_clusters <= N={n}")
     if n_clusters == n:
         return np.arange(n, dtype=np.int64)
+    from sklearn.cluster import AgglomerativeClustering
+
     model = AgglomerativeClustering(n_clusters=n_clusters, metric="precomputed", linkage="average")
     return model.fit_predict(densify(dist)).astype(np.int64)
 
@@ -80,6 +82,8 @@ def silhouette(dist: sp.spmatrix, labels: np.ndarray) -> float:
         return -1.0
     dense = densify(dist)
     np.fill_diagonal(dense, 0.0)
+    from sklearn.metrics import silhouette_score
+
     return float(silhouette_score(dense, labels, metric="precomputed"))
 
 

@@ -16,13 +16,13 @@ of the top k, because the k-reciprocal conventions (and the Infomap graph) assum
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 import numba
 import numpy as np
-import torch
 
 from calr_core.progress import progress
 
@@ -50,9 +50,12 @@ def resolve_backend(backend: Backend) -> str:
         raise ValueError(f"backend={backend!r}: expected one of {', '.join(map(repr, BACKENDS))}")
     if backend != "auto":
         return backend
+    if not os.path.exists("/dev/nvidiactl"):  # no NVIDIA driver: no GPU, and no torch import
+        return "blas"
     faiss = _faiss()
     if _has_faiss_gpu(faiss):
         return "faiss-gpu"
+    import torch
     return "torch" if torch.cuda.is_available() else "blas"
 
 
@@ -72,8 +75,13 @@ def _search_faiss(x: np.ndarray, k: int, chunk: int, gpu: bool) -> tuple[np.ndar
     return np.concatenate(sims), np.concatenate(idx).astype(np.int64)
 
 
-@torch.no_grad()
 def _search_torch(x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    with torch.no_grad():
+        return _search_torch_impl(torch, x, k, chunk)
+
+
+def _search_torch_impl(torch, x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     db = torch.from_numpy(x).to(device)  # (N, D)
     sims, idx = [], []

@@ -6,8 +6,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from calr_core.io.atomic import atomic_path
 from calr_core.paths import missing_hint
 
@@ -31,6 +29,8 @@ def _canonical(obj: Any) -> Any:
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Write ``state`` atomically; the same values give the same bytes (DVC hashes them), e.g. a
     round resumed after a crash and the same round run straight through."""
+    import torch  # here, not at import: stages that never touch a checkpoint skip torch's 1 s
+
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         try:
             torch.save(_canonical(state), f)  # a file object: the archive's inner name is fixed
@@ -39,6 +39,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: checkpoint not found; {missing_hint(path)}")
