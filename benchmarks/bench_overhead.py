@@ -1,6 +1,6 @@
 """What a stage costs besides its compute, and what the paper's 578-stage DAG pays for it.
 
-    python -m benchmarks.bench_overhead [--cams 1] [--intra-rounds 20] [--rounds 10]
+    python -m benchmarks.bench_overhead [--cams 3] [--intra-rounds 10] [--rounds 10]
 
 1. Start costs (medians of 5): a bare Python, `import torch`, `calr-stage --help` (the CLI,
    whose stage bodies import their libraries lazily).
@@ -56,8 +56,8 @@ def paper_counts(cams: int = 6, intra: int = 20, rounds: int = 50) -> dict[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cams", type=int, default=1)
-    ap.add_argument("--intra-rounds", type=int, default=20)
+    ap.add_argument("--cams", type=int, default=3)  # the tiny world has 3 cameras
+    ap.add_argument("--intra-rounds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
     starts = {"python": median_seconds([sys.executable, "-c", "pass"]),
