@@ -14,6 +14,11 @@ def round_dir(rnd: int | str) -> str:
     return rnd if isinstance(rnd, str) else f"round{rnd}"
 
 
+def _train_folder(cam: int | None) -> str:
+    """Where a training stage's curve and metrics go: phase 2, or camera ``cam``'s phase 1."""
+    return "train" if cam is None else f"train-intra/cam{cam}"
+
+
 @dataclass(frozen=True)
 class Layout:
     root: Path = Path("artifacts")
@@ -82,8 +87,7 @@ class Layout:
 
     # training curves: per-iteration rows and the round's means, wall-clock timings included
     def train_curve(self, rnd: int, cam: int | None = None) -> Path:
-        where = "train" if cam is None else f"train-intra/cam{cam}"
-        return self.root / "plots" / where / f"{round_dir(rnd)}.csv"
+        return self.root / "plots" / _train_folder(cam) / f"{round_dir(rnd)}.csv"
 
     @property
     def train_curves(self) -> Path:
@@ -91,8 +95,7 @@ class Layout:
         return self.root / "plots" / "train.csv"
 
     def train_metrics(self, rnd: int, cam: int | None = None) -> Path:
-        where = "train" if cam is None else f"train-intra/cam{cam}"
-        return self.metrics_dir / where / f"{round_dir(rnd)}.json"
+        return self.metrics_dir / _train_folder(cam) / f"{round_dir(rnd)}.json"
 
     def recovery(self, phase: str, rnd: int, cam: int | None = None) -> Path:
         """Mid-round recovery checkpoint: outside every DVC output, so a re-run finds it."""

@@ -35,8 +35,6 @@ def cluster_global(
     method, refine = pick(method, c.method), pick(refine, c.refine)
     if method == "dbscan" and refine:
         fail(f"{DBSCAN_REFINE} (or pass --no-refine)")
-    if method == "dbscan" and c.knn != "exact":
-        fail(f"cluster.knn: {c.knn} applies to method infomap; dbscan's Jaccard distance uses the exact kNN")
     frame, feats = read_features(layout.features(rnd))
     local = None
     if refine:

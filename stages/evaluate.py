@@ -79,7 +79,7 @@ def report(
     table = metrics_table([json.loads(f.read_text()) for f in files])
     with atomic_path(layout.curves) as tmp:
         table.to_csv(tmp, index=False)
-    trained = [layout.train_curve(r.id) for r in p.rounds if layout.train_curve(r.id).is_file()]
+    trained = [f for f in (layout.train_curve(r.id) for r in p.rounds) if f.is_file()]
     if trained:  # every phase-2 round's iterations in one file: one loss curve across rounds
         with atomic_path(layout.train_curves) as tmp:
             pd.concat([pd.read_csv(f) for f in trained]).to_csv(tmp, index=False)

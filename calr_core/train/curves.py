@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+COLUMNS = ["iter", "loss", "memory_loss", "camera_loss", "lr", "seconds"]  # a history row
+
 
 def curve_frame(history: list[dict[str, float]], rnd: int, iters: int, batch_size: int) -> pd.DataFrame:
     """One row per iteration: step (iterations since round 0, the x of `dvc plots`), round, iter,
     loss, memory_loss, camera_loss, lr, img_per_s (this iteration's batch over its wall time,
     data loading included)."""
-    f = pd.DataFrame(history, columns=["iter", "loss", "memory_loss", "camera_loss", "lr", "seconds"])
+    f = pd.DataFrame(history, columns=COLUMNS)
     f.insert(0, "round", rnd)
     f.insert(0, "step", rnd * iters + f["iter"])
     f["img_per_s"] = batch_size / f.pop("seconds").clip(lower=1e-9)
@@ -18,7 +20,7 @@ def curve_frame(history: list[dict[str, float]], rnd: int, iters: int, batch_siz
 def curve_summary(history: list[dict[str, float]], batch_size: int) -> dict[str, float | int]:
     """The round's means (train_loss, train_memory_loss, train_camera_loss), its lr, and the
     seconds and img/s of its iterations (data loading included, start-up not)."""
-    f = pd.DataFrame(history, columns=["iter", "loss", "memory_loss", "camera_loss", "lr", "seconds"])
+    f = pd.DataFrame(history, columns=COLUMNS)
     seconds = float(f.seconds.sum())
     return {"train_iters": len(f), "train_batch_size": batch_size,
             **{f"train_{k}": float(f[k].mean()) for k in ("loss", "memory_loss", "camera_loss")},

@@ -245,9 +245,10 @@ def train_round(model: nn.Module, data: RoundData, settings: RoundSettings, *,
         torch.backends.cudnn.benchmark = True
     model.to(dev, memory_format=fmt)
     r = _Round(model, labels, feats0, s, dev, resume_state)
+    cw = None if cw is None else cw.to(dev)
     r.recorded = s.recorded(du.world_size(), amp)
     r.fp = fingerprint({"paths": list(data.paths), "labels": labels, "camids": camids,
-                        "init_features": feats0, "class_weights": None if cw is None else cw.to(dev),
+                        "init_features": feats0, "class_weights": cw,
                         "scheduler_epoch": np.asarray(r.scheduler.last_epoch)}, r.recorded)
     round_seed = step_seed(s.seed, s.epoch, 2**40)  # python's and numpy's global RNGs, which the
     random.seed(round_seed)                           # checkpoint records: same run, same bytes
@@ -256,7 +257,7 @@ def train_round(model: nn.Module, data: RoundData, settings: RoundSettings, *,
     start = 0 if rec is None else r.restore(rec)
     sampler, loader = _loader(data, labels, camids, s, start, dev)
     r.sampler_state = sampler.state_dict()
-    r.run(loader, start, labels, camids, None if cw is None else cw.to(dev), fmt=fmt, amp=amp,
+    r.run(loader, start, labels, camids, cw, fmt=fmt, amp=amp,
           recovery_path=recovery_path, progress=progress)  # the paper's steps, iters times
 
     du.broadcast_state(model, buffers_only=True)  # BatchNorm running statistics follow rank 0
