@@ -156,6 +156,21 @@ def test_second_repro_is_a_no_op_and_lr_change_reruns_only_training_onwards(repo
     assert stale == {f"train@rnd{r}" for r in range(2)}, stale  # phase 1 does not read train.lr
 
 
+def test_a_round_added_to_the_schedule_leaves_the_trained_rounds_cached(repo):
+    path, env, dvc, _ = repo
+    before = (path / "params.yaml").read_text()
+    params = yaml.safe_load(before)
+    params["intra"]["rounds"].append({"id": 2, "prev": "round1"})
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        stale = set(json.loads(run(dvc + ["status", "--json"], path, env)))
+    finally:
+        (path / "params.yaml").write_text(before)
+    phase1 = {s for s in stale if s.split("@")[0] in ("extract-intra", "cluster-intra", "train-intra")}
+    assert len(phase1) == 3 * len(CAMERAS) and all(s.endswith("-rnd2") for s in phase1), stale
+    assert {s for s in stale if s.startswith("select-local")} == {f"select-local@{c}" for c in CAMERAS.values()}
+
+
 def test_bad_inputs_fail_in_one_line_and_touch_nothing(repo, tmp_path):
     """benchmarks/faults.py's bad-input cases on a copy of this finished project: exit code 2,
     one line naming the file or key, no new or changed artifact."""
