@@ -1,17 +1,16 @@
-"""What a stage costs besides its compute, and what the paper's 578-stage DAG pays for it.
+"""What a stage costs besides its compute, on a minimal run of the paper-sized DAG.
 
-    python -m benchmarks.bench_overhead [--cams 3] [--intra-rounds 10] [--rounds 10]
+    python -m benchmarks.bench_overhead [--cams 3] [--intra-rounds 40] [--rounds 50] [--worker off]
 
-1. Start costs (medians of 5): a bare Python, `import torch`, `calr-stage --help` (the CLI,
-   whose stage bodies import their libraries lazily).
-2. A minimal run of a paper-shaped DAG on the tiny world, 1 iteration per round (phase 1 with
-   ``--cams`` cameras x ``--intra-rounds`` rounds, phase 2 with ``--rounds`` rounds): `dvc repro`
-   timed stage by stage, then the no-op `dvc repro` of the finished project, and `dvc status`.
-   Per stage kind: the mean wall time, which at 1 iteration is almost all overhead (process
-   start, imports, reading inputs, writing outputs, DVC's own bookkeeping).
-3. The paper's schedule, 6 cameras x 20 intra rounds + 50 rounds = 578 stages, estimated from the
-   per-kind means (the DAG has the same kinds; only their counts change).
-Writes benchmarks/results/overhead.json and prints the tables.
+1. Start costs (medians of 5): a bare Python, `import torch`, `calr-stage --help` in its own
+   process (CALR_WORKER=off) and through a warm worker.
+2. A minimal run (tiny world, 1 iteration per round) of a paper-sized DAG: the paper's schedule
+   is 6 cameras x 20 intra rounds + 50 rounds = 578 stages; the tiny world has 3 cameras, so the
+   default is 3 x 40 intra rounds + 50 rounds = 572 stages, the same number of rounds of each
+   kind. `dvc repro` is timed stage by stage (DVC's "Running stage" lines), each stage's command
+   by the worker's log (the seconds from fork to exit), and DVC's own share is the difference.
+   Then the no-op `dvc repro` of the finished project, and `dvc status`.
+Writes benchmarks/results/overhead.json (overhead-off.json with --worker off) and prints tables.
 """
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ import argparse
 import copy
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -33,11 +33,11 @@ RESULTS = Path(__file__).parent / "results" / "overhead.json"
 BIN = Path(sys.executable).parent
 
 
-def median_seconds(cmd: list[str], n: int = 5) -> float:
+def median_seconds(cmd: list[str], env: dict | None = None, n: int = 5) -> float:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
         times.append(time.perf_counter() - t0)
     return round(statistics.median(times), 3)
 
@@ -46,24 +46,37 @@ def chain(n: int) -> list[dict]:
     return [{"id": i, "prev": "init" if i == 0 else f"round{i - 1}"} for i in range(n)]
 
 
-def paper_counts(cams: int = 6, intra: int = 20, rounds: int = 50) -> dict[str, int]:
-    """Stages of each kind in the DAG of that schedule (dvc.yaml's matrices)."""
-    return {"synth": 1, "prepare": 1, "pretrain": 1, "init-intra": cams, "extract-intra": cams * intra,
-            "cluster-intra": cams * intra, "train-intra": cams * intra, "select-local": cams, "init": 1,
-            "evaluate-source": 1, "extract": rounds, "cluster-global": rounds, "train": rounds,
-            "evaluate": rounds, "report": 1}
+def worker_runs(run_dir: Path) -> list[float]:
+    """Seconds of each stage run the worker logged, in order."""
+    lines = "".join(log.read_text() for log in run_dir.glob("calr-worker-*/*.log"))
+    return [float(s) for s in re.findall(r": status 0, ([0-9.]+) s$", lines, re.M)]
+
+
+def per_kind(times: dict[str, float]) -> dict[str, dict]:
+    kinds: dict[str, list[float]] = {}
+    for stage, secs in times.items():
+        kinds.setdefault(kind(stage), []).append(secs)
+    return {k: {"stages": len(v), "mean_s": round(statistics.mean(v), 3), "total_s": round(sum(v), 1)}
+            for k, v in sorted(kinds.items())}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cams", type=int, default=3)  # the tiny world has 3 cameras
-    ap.add_argument("--intra-rounds", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--intra-rounds", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=50)
+    ap.add_argument("--worker", choices=["on", "off"], default="on")
     args = ap.parse_args()
+    run_dir = Path(tempfile.mkdtemp(prefix="calr-run-", dir="/tmp"))
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(run_dir), "CALR_WORKER": args.worker, "CALR_WORKER_IDLE": "600"}
+    stage_cmd = [str(BIN / "calr-stage"), "--help"]
     starts = {"python": median_seconds([sys.executable, "-c", "pass"]),
               "import torch": median_seconds([sys.executable, "-c", "import torch"]),
-              "calr-stage --help": median_seconds([str(BIN / "calr-stage"), "--help"])}
+              "calr-stage --help, own process": median_seconds(stage_cmd, {**env, "CALR_WORKER": "off"}),
+              "calr-stage --help, warm worker": median_seconds(stage_cmd, {**env, "CALR_WORKER": "on"})}
     print("start costs (s):", starts, flush=True)
+    for log in run_dir.glob("calr-worker-*/*.log"):
+        log.write_text("")  # count only the DAG's runs
     p = copy.deepcopy(TINY)
     p["data"] = {"synth_size": "tiny", "cameras": list(range(args.cams))}
     p["intra"] = {**p["intra"], "rounds": chain(args.intra_rounds), "iters": 1}
@@ -72,10 +85,13 @@ def main() -> None:
     p["source"] = {**p["source"], "iters": 1}
     with tempfile.TemporaryDirectory(prefix="calr-overhead-") as tmp:
         repo = Path(tmp)
-        env, dvc = make_project(repo, p)
+        _, dvc = make_project(repo, p)
+        run(dvc + ["config", "cache.type", "hardlink"], repo, _)  # ~175 checkpoints of 134 MB: don't copy them
+        env = {**_, **{k: env[k] for k in ("XDG_RUNTIME_DIR", "CALR_WORKER", "CALR_WORKER_IDLE")}}
         t0 = time.perf_counter()
         _, times, _ = repro(repo, env, dvc)
         total = time.perf_counter() - t0
+        lock_bytes = (repo / "dvc.lock").stat().st_size
         t0 = time.perf_counter()
         out = run(dvc + ["repro"], repo, env)
         noop = time.perf_counter() - t0
@@ -83,25 +99,28 @@ def main() -> None:
         t0 = time.perf_counter()
         run(dvc + ["status"], repo, env)
         status = time.perf_counter() - t0
-    per_kind: dict[str, list[float]] = {}
-    for stage, secs in times.items():
-        per_kind.setdefault(kind(stage), []).append(secs)
-    means = {k: round(statistics.mean(v), 2) for k, v in sorted(per_kind.items())}
-    counts = paper_counts()
-    paper = sum(means[k] * n for k, n in counts.items())
-    result = {"machine": f"{os.cpu_count()} CPU cores", "start_costs_s": starts,
-              "subset": {"stages": len(times), "cams": args.cams, "intra_rounds": args.intra_rounds,
-                         "rounds": args.rounds, "repro_s": round(total, 1), "noop_repro_s": round(noop, 1),
-                         "status_s": round(status, 1), "stage_sum_s": round(sum(times.values()), 1)},
-              "mean_stage_s": means, "paper_stages": sum(counts.values()),
-              "paper_minimal_run_estimate_s": round(paper), "paper_counts": counts}
-    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result["subset"]), flush=True)
-    print("| stage kind | mean s (1 iteration) | in the paper DAG | estimate s |")
+    commands = worker_runs(run_dir) if args.worker == "on" else []
+    if commands:
+        assert len(commands) == len(times), f"{len(commands)} logged runs for {len(times)} stages"
+    result = {"machine": f"{os.cpu_count()} CPU cores", "worker": args.worker, "start_costs_s": starts,
+              "dag": {"stages": len(times), "cams": args.cams, "intra_rounds": args.intra_rounds,
+                      "rounds": args.rounds, "repro_s": round(total, 1), "noop_repro_s": round(noop, 1),
+                      "status_s": round(status, 1), "dvc_lock_bytes": lock_bytes},
+              "stage_s": per_kind(times)}
+    if commands:
+        result["dag"]["commands_s"] = round(sum(commands), 1)
+        result["dag"]["dvc_own_s"] = round(total - sum(commands), 1)
+        result["command_s"] = per_kind(dict(zip(times, commands)))
+        n = len(commands)
+        result["dvc_own_s_by_quarter"] = [round(sum(times[s] for s in list(times)[q * n // 4:(q + 1) * n // 4])
+                                                - sum(commands[q * n // 4:(q + 1) * n // 4]), 1) for q in range(4)]
+    path = RESULTS if args.worker == "on" else RESULTS.with_name("overhead-off.json")
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["dag"]), flush=True)
+    print("| stage kind | stages | mean s a stage (DVC's clock) | mean s of its command |")
     print("|---|---|---|---|")
-    for k, n in counts.items():
-        print(f"| {k} | {means[k]} | {n} | {means[k] * n:.0f} |")
-    print(f"| all | | {sum(counts.values())} | {paper:.0f} |")
+    for k, v in result["stage_s"].items():
+        print(f"| {k} | {v['stages']} | {v['mean_s']} | {result.get('command_s', {}).get(k, {}).get('mean_s', '')} |")
 
 
 if __name__ == "__main__":
