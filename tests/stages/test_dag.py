@@ -156,6 +156,37 @@ def test_second_repro_is_a_no_op_and_lr_change_reruns_only_training_onwards(repo
     assert stale == {f"train@rnd{r}" for r in range(2)}, stale  # phase 1 does not read train.lr
 
 
+def test_a_lost_dvc_lock_comes_back_from_the_run_cache_without_running_a_stage(repo):
+    """A kill inside DVC's own rewrite of dvc.lock can leave it empty (DVC writes it in place).
+    The README's remedy: delete it and run `dvc repro`; every output is cached, so DVC's run
+    cache restores each stage instead of running it, and the lock comes back the same."""
+    from benchmarks.faults import snapshot
+    path, env, dvc, _ = repro_clean(repo)
+    before = snapshot(path)
+    (path / "dvc.lock").write_text("")
+    assert "dvc.lock' validation failed" in _fails(dvc + ["status"], path, env)
+    (path / "dvc.lock").unlink()
+    out = run(dvc + ["repro"], path, env)
+    stages = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+    assert "Running stage" not in out and out.count("skipping run") == len(stages), out[-2000:]
+    assert snapshot(path) == before
+
+
+def repro_clean(repo):
+    """The finished project with its committed params (earlier tests edit them)."""
+    path, env, dvc, out = repo
+    run(["git", "checkout", "params.yaml"], path, env)
+    assert json.loads(run(dvc + ["status", "--json"], path, env)) == {}
+    return path, env, dvc, out
+
+
+def _fails(cmd, cwd, env) -> str:
+    import subprocess
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert res.returncode != 0
+    return res.stdout + res.stderr
+
+
 def test_a_round_added_to_the_schedule_leaves_the_trained_rounds_cached(repo):
     path, env, dvc, _ = repo
     before = (path / "params.yaml").read_text()
