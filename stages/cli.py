@@ -18,7 +18,9 @@ from calr_stages.train import train
 app = typer.Typer(
     name="calr-stage",
     help="CALR (camera-aware label refinement) for unsupervised re-ID, one resumable stage at a "
-         "time. Every option defaults from params.yaml; `dvc repro` runs the whole schedule.",
+         "time. Every option defaults from params.yaml; `dvc repro` runs the whole schedule. "
+         "Runs are forks of a warm worker that has imported torch once (CALR_WORKER=off: each run "
+         "in its own process; README, 'The warm worker').",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 for command in (synth, prepare, pretrain, init, extract, cluster_intra, select_local, cluster_global, train,
