@@ -9,9 +9,10 @@ with the client's environment, writes straight to the client's terminal or pipe,
 status becomes the client's. Killing the client (Ctrl-C, a kill -9 of `dvc repro`) kills the
 child and its data-loader workers at once; Ctrl-C and SIGTERM are passed on as such.
 
-One server serves one Python, one copy of the code and one setting of the environment
-variables that libraries read at import (``key``). It exits when a source file of calr_core or
-calr_stages changes (the next run starts a fresh one, so a run never uses stale code) and after
+One server serves one Python, one copy of the code, one setting of the environment variables
+that libraries read at import, and one set of credentials (``key``). It exits when a source file
+of calr_core or calr_stages changes, or a folder on sys.path (a package installed or upgraded):
+the next run starts a fresh one, so a run never uses stale code. It also exits after
 CALR_WORKER_IDLE seconds (default 300) without runs. Its socket lives in a folder only the user
 can open; its log is next to it. ``CALR_WORKER=off`` runs each stage in its own process as
 before; so do torchrun ranks. Nothing about a stage's result depends on the path taken.
@@ -156,15 +157,18 @@ def _run(conn: socket.socket, argv: list[str], env: dict) -> int | str:
             raise KeyboardInterrupt
     for sig in FORWARDED:
         signal.signal(sig, forward)
-    reader = conn.makefile("rb")
-    for line in reader:
-        msg = json.loads(line)
-        if msg.get("stale"):
-            return "stale"
-        if "pid" in msg:
-            started = True
-        if "status" in msg:
-            return msg["status"]
+    try:
+        for line in conn.makefile("rb"):
+            msg = json.loads(line)
+            if msg.get("stale"):
+                return "stale"
+            if "pid" in msg:
+                started = True
+            if "status" in msg:
+                return msg["status"]
+    except OSError:
+        if not started:
+            raise  # the run never began: the caller may run it here instead
     print("calr-stage: the worker stopped before the stage finished; run it again (CALR_WORKER=off "
           "runs it in this process)", file=sys.stderr)
     return 1
@@ -188,8 +192,12 @@ PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "PIL.Image", "scipy.sparse", "n
 
 
 def sources(roots: list[str]) -> dict[str, tuple[int, int]]:
-    """(mtime, size) of every .py file under the code roots: a server runs only the code it loaded."""
-    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for root in roots for p in Path(root).rglob("*.py")}
+    """(mtime, size) of every .py file under the code roots, and of the folders on sys.path (a
+    package installed, upgraded or removed changes its folder's mtime): a server runs only the
+    code it loaded."""
+    files = [p for root in roots for p in Path(root).rglob("*.py")]
+    files += [Path(entry) for entry in sys.path if entry and Path(entry).is_dir()]
+    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in files}
 
 
 def serve() -> None:
@@ -237,12 +245,12 @@ def serve() -> None:
             for sel_key, _ in events:
                 if sel_key.data == "accept":
                     conn, _ = listener.accept()
-                    if sources(roots) != loaded:  # the code changed: stop serving it
-                        conn.sendall(b'{"stale": true}\n')
-                        conn.close()
+                    if sources(roots) != loaded:  # the code changed: stop serving it, then say so
                         sel.unregister(listener)
                         _unlink_if(path, inode)
                         listener.close()
+                        conn.sendall(b'{"stale": true}\n')
+                        conn.close()
                         continue
                     pid, command = _fork_run(conn, listener, runs)
                     if pid:

@@ -87,6 +87,7 @@ def test_a_run_through_the_worker_equals_a_run_in_its_own_process(env, tmp_path)
     warm = stage(["synth", "--size", "tiny", "--out", "warm"], env, tmp_path)
     again = stage(["synth", "--size", "tiny", "--out", "again"], env, tmp_path)
     assert direct.returncode == warm.returncode == again.returncode == 0, warm.stderr
+    assert "no worker" not in warm.stderr + again.stderr
     assert len(server_pids(env)) == 1  # one server, started by the first warm run and reused
     assert not list(Path(env["XDG_RUNTIME_DIR"]).glob("*/*.failed"))
     assert digest(tmp_path / "direct") == digest(tmp_path / "warm") == digest(tmp_path / "again")
@@ -142,9 +143,13 @@ def test_a_server_never_runs_code_that_changed_under_it(env, tmp_path):
     synth.write_text(synth.read_text().replace("Render pedestrians", "Render NEW pedestrians"))
     second = stage(["synth", "--help"], env, tmp_path)
     assert second.returncode == 0 and "Render NEW pedestrians" in second.stdout
+    assert "no worker" not in second.stderr  # served by a fresh server, not run in the client
     pids = server_pids(env)
     assert len(pids) == 2 and pids[0] == first
     assert wait_for(lambda: not alive(first), 10), "the stale server did not stop"
+    (code / "newly_installed.py").write_text("")  # a package installed into a folder on sys.path
+    assert stage(["--help"], env, tmp_path).returncode == 0
+    assert len(server_pids(env)) == 3
 
 
 def test_an_idle_server_stops_and_removes_its_socket(env, tmp_path):
