@@ -68,7 +68,8 @@ def main() -> None:
     ap.add_argument("--worker", choices=["on", "off"], default="on")
     args = ap.parse_args()
     run_dir = Path(tempfile.mkdtemp(prefix="calr-run-", dir="/tmp"))
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(run_dir), "CALR_WORKER": args.worker, "CALR_WORKER_IDLE": "600"}
+    worker_env = {"XDG_RUNTIME_DIR": str(run_dir), "CALR_WORKER": args.worker, "CALR_WORKER_IDLE": "600"}
+    env = {**os.environ, **worker_env}
     stage_cmd = [str(BIN / "calr-stage"), "--help"]
     starts = {"python": median_seconds([sys.executable, "-c", "pass"]),
               "import torch": median_seconds([sys.executable, "-c", "import torch"]),
@@ -85,9 +86,9 @@ def main() -> None:
     p["source"] = {**p["source"], "iters": 1}
     with tempfile.TemporaryDirectory(prefix="calr-overhead-") as tmp:
         repo = Path(tmp)
-        _, dvc = make_project(repo, p)
-        run(dvc + ["config", "cache.type", "hardlink"], repo, _)  # ~175 checkpoints of 134 MB: don't copy them
-        env = {**_, **{k: env[k] for k in ("XDG_RUNTIME_DIR", "CALR_WORKER", "CALR_WORKER_IDLE")}}
+        project_env, dvc = make_project(repo, p)
+        env = {**project_env, **worker_env}
+        run(dvc + ["config", "cache.type", "hardlink"], repo, env)  # ~175 checkpoints of 134 MB: don't copy them
         t0 = time.perf_counter()
         _, times, _ = repro(repo, env, dvc)
         total = time.perf_counter() - t0

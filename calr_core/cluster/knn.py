@@ -77,18 +77,15 @@ def _search_faiss(x: np.ndarray, k: int, chunk: int, gpu: bool) -> tuple[np.ndar
 
 def _search_torch(x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     import torch
-    with torch.no_grad():
-        return _search_torch_impl(torch, x, k, chunk)
 
-
-def _search_torch_impl(torch, x: np.ndarray, k: int, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    db = torch.from_numpy(x).to(device)  # (N, D)
     sims, idx = [], []
-    for a in range(0, len(x), chunk):
-        s, i = torch.topk(db[a:a + chunk] @ db.T, k, dim=1)  # (B, N) -> (B, k)
-        sims.append(s.cpu().numpy())
-        idx.append(i.cpu().numpy())
+    with torch.no_grad():
+        db = torch.from_numpy(x).to(device)  # (N, D)
+        for a in range(0, len(x), chunk):
+            s, i = torch.topk(db[a:a + chunk] @ db.T, k, dim=1)  # (B, N) -> (B, k)
+            sims.append(s.cpu().numpy())
+            idx.append(i.cpu().numpy())
     return np.concatenate(sims), np.concatenate(idx).astype(np.int64)
 
 
