@@ -11,8 +11,8 @@ child and its data-loader workers at once; Ctrl-C and SIGTERM are passed on as s
 
 One server serves one Python, one copy of the code, one setting of the environment variables
 that libraries read at import, and one set of credentials (``key``). It exits when a source file
-of calr_core or calr_stages changes, or a folder on sys.path (a package installed or upgraded):
-the next run starts a fresh one, so a run never uses stale code. It also exits after
+of calr_core or calr_stages changes, or what a folder on sys.path holds (a package installed or
+upgraded): the next run starts a fresh one, so a run never uses stale code. It also exits after
 CALR_WORKER_IDLE seconds (default 300) without runs. Its socket lives in a folder only the user
 can open; its log is next to it. ``CALR_WORKER=off`` runs each stage in its own process as
 before; so do torchrun ranks. Nothing about a stage's result depends on the path taken.
@@ -98,11 +98,13 @@ def _via_worker(argv: list[str], env: dict) -> int | None:
     try:
         path = runtime_dir() / f"{key(env)}.sock"
         failed = path.with_suffix(".failed")
-        if failed.exists() and failed.stat().st_mtime_ns > max(m for m, _ in sources(code_roots()).values()):
+        if failed.exists() and failed.read_text() == sources(code_roots(), sys.path[1:]):
             return None  # a server failed to start on this code (its .log says why): don't retry
         for _ in range(2):  # a server that finds its code changed says so once; start a fresh one
             conn = _connect(path) or _start(path, env)
             if conn is None:
+                print(f"calr-stage: the worker did not start (its log: {path.with_suffix('.log')}); "
+                      "running in this process", file=sys.stderr)
                 return None
             rc = _run(conn, argv, env)
             if rc != "stale":
@@ -136,7 +138,7 @@ def _start(path: Path, env: dict) -> socket.socket | None:
         if conn is not None:
             return conn
         if server.poll() not in (None, 0):  # it failed (its log says why); 0: another one won
-            path.with_suffix(".failed").touch()
+            path.with_suffix(".failed").write_text(sources(code_roots(), sys.path[1:]))
             return None
         time.sleep(0.05)
     return None
@@ -191,13 +193,20 @@ PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "PIL.Image", "scipy.sparse", "n
            "calr_core.eval.quality", "calr_core.io", "calr_core.data.datasets", "calr_core.report")
 
 
-def sources(roots: list[str]) -> dict[str, tuple[int, int]]:
-    """(mtime, size) of every .py file under the code roots, and of the folders on sys.path (a
-    package installed, upgraded or removed changes its folder's mtime): a server runs only the
-    code it loaded."""
-    files = [p for root in roots for p in Path(root).rglob("*.py")]
-    files += [Path(entry) for entry in sys.path if entry and Path(entry).is_dir()]
-    return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in files}
+def sources(roots: list[str], paths: list[str]) -> str:
+    """A fingerprint of the code a server runs: the text of every .py file under the code roots,
+    and the names and mtime of every folder on sys.path (a package installed, upgraded or removed
+    adds, renames or removes names there). Texts and names, not only mtimes: a file system may
+    round a timestamp, or leave a folder's mtime as it was."""
+    digest = hashlib.sha256()
+    for root in roots:
+        for file in sorted(Path(root).rglob("*.py")):
+            digest.update(f"{file}\0".encode() + file.read_bytes() + b"\0")
+    for entry in paths:
+        if entry and os.path.isdir(entry):
+            names = sorted(name for name in os.listdir(entry) if name != "__pycache__")
+            digest.update("\0".join([entry, str(os.stat(entry).st_mtime_ns), *names, ""]).encode())
+    return digest.hexdigest()
 
 
 def serve() -> None:
@@ -207,12 +216,12 @@ def serve() -> None:
     import selectors
 
     path = Path(sys.argv[1])
+    roots, paths = code_roots(), list(sys.path)
+    loaded = sources(roots, paths)  # before the imports: a file changed while they ran is caught
     for name in PRELOAD:
         importlib.import_module(name)
     if sys.modules["torch"].cuda.is_initialized():  # a forked child could not use the GPU
         raise SystemExit("CUDA was initialised while importing the stages; not serving")
-    roots = code_roots()
-    loaded = sources(roots)
     with open(path.with_suffix(".lock"), "w") as lock:  # one server binds at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
         other = _connect(path)
@@ -245,7 +254,8 @@ def serve() -> None:
             for sel_key, _ in events:
                 if sel_key.data == "accept":
                     conn, _ = listener.accept()
-                    if sources(roots) != loaded:  # the code changed: stop serving it, then say so
+                    if sources(roots, paths) != loaded:  # the code changed: stop serving it, then say so
+                        print(f"[{time.ctime()}] pid {os.getpid()}: code changed, not serving it", flush=True)
                         sel.unregister(listener)
                         _unlink_if(path, inode)
                         listener.close()
