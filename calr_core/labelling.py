@@ -50,7 +50,10 @@ def best_round(tables: list[pd.DataFrame]) -> pd.DataFrame:
     (the earliest such round on ties)."""
     if not tables:
         raise ValueError("no intra-camera label files to choose from")
-    scores = [float(t.silhouette.iloc[0]) for t in tables]
+    scores = np.array([float(t.silhouette.iloc[0]) for t in tables])
+    if np.isnan(scores).any():  # argmax would pick a NaN round
+        raise ValueError(f"silhouette: NaN in round {int(np.flatnonzero(np.isnan(scores))[0])}'s label file; "
+                         "expected a number in [-1, 1] (-1 where undefined): run that round's cluster-intra again")
     return tables[int(np.argmax(scores))]
 
 
@@ -104,12 +107,22 @@ def cluster_global(features: np.ndarray, camids: np.ndarray, local_labels: np.nd
         "refined": refined})
 
 
-def class_weights(pseudo: pd.DataFrame) -> np.ndarray:
-    """(K,) per-cluster weights from a pseudo-label table (index = refined label)."""
+def class_weights(pseudo: pd.DataFrame, name: str = "pseudo labels") -> np.ndarray:
+    """(K,) per-cluster weights from a pseudo-label table (index = refined label; a cluster
+    with no member gets 0). A cluster's images must share one finite weight: a table edited in
+    pandas (two clusters merged, say) that breaks this is refused, ``name`` (its file) named."""
     kept = pseudo[pseudo.label >= 0]
-    k = int(pseudo.label.max()) + 1
-    w = np.zeros(k, np.float32)
-    w[kept.label.to_numpy()] = kept.weight.to_numpy()
+    labels, weights = kept.label.to_numpy(), kept.weight.to_numpy(np.float32)
+    if not np.isfinite(weights).all():
+        raise ValueError(f"{name}: weight {weights[~np.isfinite(weights)][0]} for cluster "
+                         f"{labels[~np.isfinite(weights)][0]}; expected a finite number")
+    w = np.zeros(int(labels.max(initial=-1)) + 1, np.float32)
+    w[labels] = weights
+    if (odd := w[labels] != weights).any():
+        label = labels[odd][0]
+        found = ", ".join(f"{x:g}" for x in np.unique(weights[labels == label])[:3])
+        raise ValueError(f"{name}: cluster {label} has more than one weight ({found}); the images of a "
+                         "cluster share one weight (after merging clusters in pandas, set it again)")
     return w
 
 

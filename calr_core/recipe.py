@@ -86,4 +86,4 @@ def round_data(recipe: Recipe, manifest_path: Path, cameras: list[int]) -> Round
         camids = camera_index(camids, cameras, str(manifest_path))
     return RoundData(root=manifest.attrs["root"], paths=rows.path.tolist(), labels=target,
                      camids=camids, init_features=feats,
-                     class_weights=class_weights(labels) if recipe.weighted else None)
+                     class_weights=class_weights(labels, str(recipe.labels)) if recipe.weighted else None)

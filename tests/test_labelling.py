@@ -78,9 +78,11 @@ def test_best_round_highest_silhouette_earliest_on_ties(scores, best):
     assert best_round(tables) is tables[best]
 
 
-def test_best_round_empty():
+def test_best_round_empty_or_nan():
     with pytest.raises(ValueError):
         best_round([])
+    with pytest.raises(ValueError, match="silhouette: NaN in round 1"):  # argmax would pick it
+        best_round(rounds([0.2, float("nan"), 0.1]))
 
 
 # ----------------------------------------------------------------------------- class_weights
@@ -343,3 +345,12 @@ def test_summarize_quality_raw_and_refined():
     assert got["raw"]["pairwise_precision"] == pytest.approx(raw)
     assert got["refined"]["pairwise_precision"] == pytest.approx(refined)
     assert got["images"] == 11 and got["removed_by_refinement"] == 2
+
+
+def test_class_weights_refuses_a_cluster_with_two_weights_or_a_nan():
+    merged = pd.DataFrame({"label": [0, 0, 1, 1], "weight": [0.5, 0.5, 0.25, 0.5]})  # clusters merged by hand
+    with pytest.raises(ValueError, match=r"labels.parquet: cluster 1 has more than one weight \(0.25, 0.5\)"):
+        class_weights(merged, "labels.parquet")
+    with pytest.raises(ValueError, match="weight nan for cluster 1"):
+        class_weights(merged.assign(weight=[0.5, 0.5, np.nan, np.nan]))
+    assert class_weights(pd.DataFrame({"label": [-1, -1], "weight": [0.0, 0.0]})).shape == (0,)

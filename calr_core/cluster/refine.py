@@ -107,5 +107,5 @@ def camera_weights(labels: np.ndarray, camids: np.ndarray, n_cams: int,
     m = labels >= 0
     counts = np.bincount(labels[m] * n_cams + camids[m], minlength=k * n_cams).reshape(k, n_cams).astype(np.float64)
     share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    entropy = -(share * np.log(np.where(share > 0, share, 1))).sum(1)
+    entropy = 0.0 - (share * np.log(np.where(share > 0, share, 1))).sum(1)  # 0.0 - : never -0.0
     return np.log1p(entropy).astype(np.float32)

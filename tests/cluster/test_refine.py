@@ -86,6 +86,7 @@ def test_camera_weights_hand_made():
     w = camera_weights(labels, camids, n_cams=4, n_clusters=4)
     # cluster 0: half/half -> H = log 2; cluster 1: one camera -> 0; cluster 2: half/half; 3: empty
     np.testing.assert_allclose(w, [math.log(1 + math.log(2)), 0, math.log(1 + math.log(2)), 0], rtol=1e-6)
+    assert not np.signbit(w).any()  # one-camera and empty clusters weigh +0.0, never -0.0
     assert w.dtype == np.float32
     three = camera_weights(np.zeros(4, np.int64), np.array([0, 1, 2, 2]), 3)
     h = -(2 * 0.25 * math.log(0.25) + 0.5 * math.log(0.5))
