@@ -85,7 +85,10 @@ def report(
             pd.concat([pd.read_csv(f) for f in trained]).to_csv(tmp, index=False)
     shown = table.astype({"round": object})
     shown.loc[shown["round"] == -1, "round"] = "source"
-    echo(shown.to_markdown(index=False) if _has_tabulate() else shown.to_string(index=False))
+    if _has_tabulate():  # the start model has no pseudo labels: blank cells, not "nan"
+        echo(shown.astype(object).where(shown.notna(), None).to_markdown(index=False, missingval=""))
+    else:
+        echo(shown.to_string(index=False, na_rep=""))
     rounds = table[table["round"] >= 0]
     if rounds.empty:
         return

@@ -99,6 +99,9 @@ def test_metrics_are_read_by_dvc(repo):
     source = json.loads((path / "artifacts/metrics/source.json").read_text())
     assert source["round"] == "source" and set(source) == set(m)  # a round's keys
     assert source["pl_pairwise_f"] is None and 0 <= source["mAP"] <= 1
+    path, _, _, out = repo
+    (printed,) = [line for line in out.splitlines() if line.startswith("| source")]  # report's table
+    assert "nan" not in printed and printed.count("|") == len(curves.columns) + 1
 
 
 def test_dvc_plots_draw_the_training_loss_across_rounds(repo):
