@@ -126,6 +126,8 @@ def _connect(path: Path) -> socket.socket | None:
 
 def _start(path: Path, env: dict) -> socket.socket | None:
     """Start a server for ``path`` and connect once it listens; None if it did not come up."""
+    if env.get("PYTHONPATH"):  # the server starts in /: a relative entry must mean what it means here
+        env = {**env, "PYTHONPATH": os.pathsep.join(map(os.path.abspath, env["PYTHONPATH"].split(os.pathsep)))}
     log = open(path.with_suffix(".log"), "ab")
     server = subprocess.Popen(
         [sys.executable, "-c", "import sys; del sys.path[0]; from calr_stages.worker import serve; serve()",

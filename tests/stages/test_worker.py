@@ -146,7 +146,7 @@ def test_a_server_never_runs_code_that_changed_under_it(env, tmp_path):
     for name in ("calr_core", "stages"):
         shutil.copytree(ROOT / name, code / name, ignore=shutil.ignore_patterns("__pycache__"))
     (code / "calr_stages").symlink_to("stages")
-    env = {**env, "PYTHONPATH": str(code)}
+    env = {**env, "PYTHONPATH": "code"}  # relative, as `PYTHONPATH=. calr-stage ...` is: to the run's folder
     assert stage(["synth", "--size", "tiny", "--out", "a"], env, tmp_path).returncode == 0
     (first,) = server_pids(env)
     # Changes a file system may not stamp (coarse or unchanged mtimes): a server goes by what
