@@ -100,15 +100,22 @@ def _via_worker(argv: list[str], env: dict) -> int | None:
         failed = path.with_suffix(".failed")
         if failed.exists() and failed.read_text() == sources(code_roots(), sys.path[1:]):
             return None  # a server failed to start on this code (its .log says why): don't retry
-        for _ in range(2):  # a server that finds its code changed says so once; start a fresh one
+        for attempt in range(2):  # a server whose code changed says so: start a fresh one, once
             conn = _connect(path) or _start(path, env)
             if conn is None:
                 print(f"calr-stage: the worker did not start (its log: {path.with_suffix('.log')}); "
                       "running in this process", file=sys.stderr)
                 return None
-            rc = _run(conn, argv, env)
+            with conn:
+                try:
+                    rc = _run(conn, argv, env)
+                except OSError:  # the server went away before the run began: so does its code
+                    if attempt:
+                        raise
+                    rc = "stale"
             if rc != "stale":
                 return rc
+        print("calr-stage: the worker's code keeps changing; running in this process", file=sys.stderr)
     except OSError as exc:
         print(f"calr-stage: no worker ({exc}); running in this process", file=sys.stderr)
     return None
@@ -172,7 +179,9 @@ def _run(conn: socket.socket, argv: list[str], env: dict) -> int | str:
                 return msg["status"]
     except OSError:
         if not started:
-            raise  # the run never began: the caller may run it here instead
+            raise  # the run never began: the caller may try again
+    if not started:  # e.g. a server that stopped, idle, as this client connected
+        raise ConnectionError("the worker closed the connection before the run began")
     print("calr-stage: the worker stopped before the stage finished; run it again (CALR_WORKER=off "
           "runs it in this process)", file=sys.stderr)
     return 1
@@ -256,18 +265,24 @@ def serve() -> None:
             for sel_key, _ in events:
                 if sel_key.data == "accept":
                     conn, _ = listener.accept()
+                    # the whole request first: a connection closed with it unread would reach the
+                    # client as a reset or a broken pipe, not as the answer
+                    request, fds = _receive(conn)
+                    if request is None:
+                        continue
                     if sources(roots, paths) != loaded:  # the code changed: stop serving it, then say so
                         print(f"[{time.ctime()}] pid {os.getpid()}: code changed, not serving it", flush=True)
                         sel.unregister(listener)
                         _unlink_if(path, inode)
                         listener.close()
+                        for fd in fds:
+                            os.close(fd)
                         conn.sendall(b'{"stale": true}\n')
                         conn.close()
                         continue
-                    pid, command = _fork_run(conn, listener, runs)
-                    if pid:
-                        runs[pid] = (conn, time.monotonic(), command)
-                        sel.register(conn, selectors.EVENT_READ, pid)
+                    pid, command = _fork_run(conn, listener, runs, request, fds)
+                    runs[pid] = (conn, time.monotonic(), command)
+                    sel.register(conn, selectors.EVENT_READ, pid)
                 elif sel_key.data == "child":
                     os.read(wake_r, 4096)
                     _reap(runs, sel)
@@ -286,21 +301,30 @@ def serve() -> None:
             _unlink_if(path, inode)
 
 
-def _fork_run(conn: socket.socket, listener: socket.socket, runs: dict) -> tuple[int, str]:
-    """Receive one request and fork its child; the parent gets its pid (0 if the request was
-    malformed) and command line."""
-    msg, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
-    while len(msg) < 8 or len(msg) < 8 + int.from_bytes(msg[:8], "big"):
-        more = conn.recv(1 << 16)
-        if not more:
-            break
-        msg += more
-    if len(fds) != 3 or len(msg) < 8 or len(msg) != 8 + int.from_bytes(msg[:8], "big"):
-        conn.close()
-        for fd in fds:
-            os.close(fd)
-        return 0, ""
-    request = json.loads(msg[8:])
+def _receive(conn: socket.socket) -> tuple[dict | None, list[int]]:
+    """One client's request and its three file descriptors; (None, []) if it was malformed (the
+    connection is then closed)."""
+    msg, fds = b"", []
+    try:
+        msg, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+        while len(msg) < 8 or len(msg) < 8 + int.from_bytes(msg[:8], "big"):
+            more = conn.recv(1 << 16)
+            if not more:
+                break
+            msg += more
+        if len(fds) == 3 and len(msg) >= 8 and len(msg) == 8 + int.from_bytes(msg[:8], "big"):
+            return json.loads(msg[8:]), fds
+    except (OSError, ValueError):  # a client that died or spoke nonsense: not the server's end
+        pass
+    conn.close()
+    for fd in fds:
+        os.close(fd)
+    return None, []
+
+
+def _fork_run(conn: socket.socket, listener: socket.socket, runs: dict, request: dict,
+              fds: list[int]) -> tuple[int, str]:
+    """Fork the child of one request; the parent gets its pid and command line."""
     pid = os.fork()
     if pid == 0:
         listener.close()
