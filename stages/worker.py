@@ -277,7 +277,7 @@ def serve() -> None:
                         listener.close()
                         for fd in fds:
                             os.close(fd)
-                        conn.sendall(b'{"stale": true}\n')
+                        _tell(conn, stale=True)
                         conn.close()
                         continue
                     pid, command = _fork_run(conn, listener, runs, request, fds)
@@ -288,9 +288,13 @@ def serve() -> None:
                     _reap(runs, sel)
                 else:  # a client spoke: a signal to pass on, or EOF (it died: the run dies too)
                     pid, conn = sel_key.data, sel_key.fileobj
-                    data = conn.recv(4096)
-                    for line in data.splitlines() if data else [b'{"signal": 9}']:
-                        _signal_group(pid, json.loads(line)["signal"])
+                    try:
+                        data = conn.recv(4096)
+                        signals = [json.loads(line)["signal"] for line in data.splitlines()] if data else [9]
+                    except (OSError, ValueError, KeyError, TypeError):  # a reset or nonsense: as if it died
+                        data, signals = b"", [9]
+                    for signum in signals:
+                        _signal_group(pid, signum)
                     if not data:
                         sel.unregister(conn)
             last = time.monotonic()
@@ -338,7 +342,7 @@ def _fork_run(conn: socket.socket, listener: socket.socket, runs: dict, request:
         pass
     for fd in fds:
         os.close(fd)
-    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    _tell(conn, pid=pid)
     return pid, " ".join(["calr-stage", *request["argv"][1:]]) + f"  (in {request['cwd']})"
 
 
@@ -406,11 +410,17 @@ def _reap(runs: dict, sel) -> None:
             sel.unregister(conn)
         except (KeyError, ValueError):
             pass
-        try:
-            conn.sendall(json.dumps({"status": status}).encode() + b"\n")
-        except OSError:
-            pass
+        _tell(conn, status=status)
         conn.close()
+
+
+def _tell(conn: socket.socket, **msg) -> None:
+    """One line to a client; a client that has gone is not the server's failure (its EOF, seen
+    by the selector, kills its run)."""
+    try:
+        conn.sendall(json.dumps(msg).encode() + b"\n")
+    except OSError:
+        pass
 
 
 def _signal_group(pid: int, signum: int) -> None:
