@@ -27,6 +27,7 @@ from calr_core.model.backbone import build_model
 from calr_core.model.extract import extract_features
 from calr_core.eval.model import evaluate_model
 from calr_core.train.loop import train_round
+from calr_core.config import Model, Train
 from calr_core.train.settings import RoundData, RoundSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,7 +64,7 @@ def main() -> None:
                 feats = extract_features(model, Path(tmp), train.path.tolist(), progress=False, **common)
                 data = RoundData(root=tmp, paths=train.path.tolist(), labels=labels,
                                  camids=train.camid.to_numpy(), init_features=feats)
-                settings = RoundSettings(iters=args.iters, batch_size=args.batch,
+                settings = RoundSettings.from_params(Train(), Model(), iters=args.iters, batch_size=args.batch,
                                          num_instances=args.instances, lr=args.lr, epoch=rnd - 1,
                                          seed=rnd, **common)
                 state = train_round(model, data, settings, resume_state=state, progress=False)

@@ -1,0 +1,1 @@
+"""calr: camera-aware label refinement (CALR) for unsupervised person re-identification."""

@@ -99,6 +99,7 @@ class Cluster:
     refine: bool = True
     pivot_rule: Literal["reference", "argmax"] = "reference"
     decay: Literal["constant", "cosine"] = "constant"
+    decay_rounds: int = 50               # cosine: R of 0.5 (1 + cos(pi r / 3R)), the paper's schedule length
     seed: int = 1
     knn: Literal["exact", "ivf", "hnsw"] = "exact"  # approximate (faiss) for 100k+ images
     knn_nprobe: int = 16                 # ivf: cells scanned per query
@@ -110,6 +111,8 @@ class Cluster:
         if self.method == "dbscan" and self.knn != "exact":
             raise ParamsError(f"cluster.knn: {self.knn} applies to method infomap; dbscan's Jaccard "
                               f"distance uses the exact kNN (set cluster.knn: exact)")
+        if self.decay_rounds < 1:
+            raise ParamsError(f"cluster.decay_rounds: {self.decay_rounds}: expected a positive number of rounds")
         if self.knn_nprobe < 1 or self.knn_ef < self.k1:
             raise ParamsError(f"cluster.knn_nprobe: {self.knn_nprobe}, knn_ef: {self.knn_ef}: expected "
                               f"knn_nprobe >= 1 and knn_ef >= cluster.k1 ({self.k1})")

@@ -23,7 +23,6 @@ from calr_core.cluster import (
     silhouette,
 )
 from calr_core.cluster.knn import KnnIndex, check_features
-from calr_core.config import DBSCAN_REFINE
 from calr_core.data.manifest import align
 
 log = logging.getLogger(__name__)
@@ -77,8 +76,6 @@ def cluster_global(features: np.ndarray, camids: np.ndarray, local_labels: np.nd
     if len(camids) != len(features) or (local_labels is not None and len(local_labels) != len(features)):
         raise ValueError(f"features: {len(features)} rows but {len(camids)} camera ids"
                          + ("" if local_labels is None else f" and {len(local_labels)} local labels"))
-    if method == "dbscan" and refine:
-        raise ValueError(DBSCAN_REFINE)
     if method == "infomap":
         result = infomap_cluster(features, k=k1, eps=eps, min_size=k2, seed=seed, knn_index=knn,
                                  nprobe=knn_nprobe, ef=knn_ef)

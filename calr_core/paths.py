@@ -111,26 +111,6 @@ def previous(rounds, rnd: int, where: str = "rounds") -> str:
     raise ValueError(f"round {rnd} is not in params {where} (ids: {[r.id for r in rounds]})")
 
 
-# What writes each artifact: a missing input's error names the command to run.
-_WRITERS = [
-    (r"manifest\.parquet", "calr-stage prepare"),
-    (r"source/checkpoint\.pt", "calr-stage pretrain"),
-    (r"phase1/cam(?P<cam>\d+)/init/checkpoint\.pt", "calr-stage init --cam {cam}"),
-    (r"phase1/cam(?P<cam>\d+)/round(?P<rnd>\d+)/features\.parquet", "calr-stage extract --cam {cam} --round {rnd}"),
-    (r"phase1/cam(?P<cam>\d+)/labels/round(?P<rnd>\d+)\.parquet", "calr-stage cluster-intra --cam {cam} --round {rnd}"),
-    (r"phase1/cam(?P<cam>\d+)/round(?P<rnd>\d+)/checkpoint\.pt", "calr-stage train --cam {cam} --round {rnd}"),
-    (r"phase1/selected/cam(?P<cam>\d+)\.parquet", "calr-stage select-local --cam {cam}"),
-    (r"phase2/init/checkpoint\.pt", "calr-stage init"),
-    (r"phase2/round(?P<rnd>\d+)/features\.parquet", "calr-stage extract --round {rnd}"),
-    (r"phase2/round(?P<rnd>\d+)/pseudo_labels\.parquet", "calr-stage cluster-global --round {rnd}"),
-    (r"phase2/round(?P<rnd>\d+)/cluster_summary\.json", "calr-stage cluster-global --round {rnd}"),
-    (r"phase2/round(?P<rnd>\d+)/checkpoint\.pt", "calr-stage train --round {rnd}"),
-    (r"metrics/source\.json", "calr-stage evaluate --source"),
-    (r"metrics/round(?P<rnd>\d+)\.json", "calr-stage evaluate --round {rnd}"),
-    (r"metrics/train/round(?P<rnd>\d+)\.json", "calr-stage train --round {rnd}"),
-    (r"metrics/train-intra/cam(?P<cam>\d+)/round(?P<rnd>\d+)\.json", "calr-stage train --cam {cam} --round {rnd}"),
-]
-
 # The training curves and their metrics hold wall-clock fields, so identical runs differ there
 # and only there; benchmarks/faults.py compares these files without them.
 TIMED_FIELDS = ("img_per_s", "train_seconds", "train_img_per_s")
@@ -140,19 +120,3 @@ _TIMED = re.compile(r"(^|/)(plots/train(-intra/|/|\.csv$)|metrics/train(-intra)?
 def timed(path: str | Path) -> bool:
     """Whether the artifact at ``path`` holds TIMED_FIELDS (a training curve or its metrics)."""
     return bool(_TIMED.search(Path(path).as_posix()))
-
-
-def writer_of(path: str | Path) -> str | None:
-    """The command that writes the artifact at ``path`` (any artifacts root), None if unknown."""
-    posix = Path(path).as_posix()
-    for pattern, command in _WRITERS:
-        m = re.search(rf"(^|/){pattern}$", posix)
-        if m:
-            return command.format(**m.groupdict())
-    return None
-
-
-def missing_hint(path: str | Path) -> str:
-    """'run `<command>` (or `dvc repro`)' for a known artifact, else a generic hint."""
-    cmd = writer_of(path)
-    return f"run `{cmd}` first (or `dvc repro`)" if cmd else "run the stage that writes it first"

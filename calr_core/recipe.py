@@ -42,22 +42,16 @@ def round_recipe(p: Params, layout: Layout, rnd: int, cam: int | None = None, *,
                  iters: int | None = None, lr: float | None = None, device: str | None = None) -> Recipe:
     """The recipe of phase-2 round ``rnd`` (or camera ``cam``'s phase-1 round); ``iters``, ``lr``,
     ``device``: command-line overrides of the params."""
-    t = p.train
-    common = dict(height=p.model.height, width=p.model.width, weight_decay=t.weight_decay,
-                  step_size=t.step_size, gamma=t.gamma, temp=t.temp, momentum=t.momentum,
-                  memory_mode=t.memory, bn_group=t.bn_group, epoch=rnd, seed=t.seed,
-                  save_every=t.save_every, device=device or t.device, workers=t.workers,
-                  camera_weight=t.camera_weight, camera_loss_form=t.camera_loss)
+    t, q = p.train, p.intra
+    over = dict(epoch=rnd, **{k: v for k, v in (("iters", iters), ("lr", lr), ("device", device)) if v is not None})
     if cam is None:
-        settings = RoundSettings(n_cams=len(p.data.cameras), camera_alignment=rnd < t.camera_rounds,
-                                 iters=t.iters if iters is None else iters, batch_size=t.batch_size,
-                                 num_instances=t.num_instances, lr=t.lr if lr is None else lr, **common)
+        settings = RoundSettings.from_params(t, p.model, **{
+            "n_cams": len(p.data.cameras), "camera_alignment": rnd < t.camera_rounds, **over})
         return Recipe(rnd, None, layout.features(rnd), layout.pseudo_labels(rnd),
                       layout.checkpoint(previous(p.rounds, rnd)), layout.checkpoint(rnd),
                       layout.recovery("phase2", rnd), 0 <= t.weights_from <= rnd, settings)
-    q = p.intra
-    settings = RoundSettings(iters=q.iters if iters is None else iters, batch_size=q.batch_size,
-                             num_instances=q.num_instances, lr=q.lr if lr is None else lr, **common)
+    settings = RoundSettings.from_params(t, p.model, **{  # phase 1: the intra section's schedule
+        "iters": q.iters, "batch_size": q.batch_size, "num_instances": q.num_instances, "lr": q.lr, **over})
     return Recipe(rnd, cam, layout.intra_features(cam, rnd), layout.intra_labels(cam, rnd),
                   layout.intra_checkpoint(cam, previous(q.rounds, rnd, "intra.rounds")),
                   layout.intra_checkpoint(cam, rnd), layout.recovery("phase1", rnd, cam), False, settings)

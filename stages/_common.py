@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional
@@ -87,9 +89,23 @@ def stage(fn: Callable) -> Callable:
             if os.environ.get("CALR_DEBUG"):
                 raise
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            if getattr(exc, "artifact", None) is not None:  # calr_core.io.ArtifactError
+                msg = f"{msg}; {missing_hint(exc.artifact, again=exc.again)}"
             typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
             raise typer.Exit(2) from None
     return wrapper
+
+
+def call(command: Callable, **given) -> None:
+    """Run a step command in this process, as `calr-stage` would: every option not ``given``
+    at its command-line default."""
+    kwargs = {}
+    for name, par in inspect.signature(command).parameters.items():
+        default = getattr(par.default, "default", par.default)  # a typer.Option's own default
+        kwargs[name] = given.pop(name) if name in given else default
+    if given:
+        raise TypeError(f"{command.__name__}: no option(s) {sorted(given)}")
+    command(**kwargs)
 
 
 def fail(message: str) -> None:
@@ -99,3 +115,40 @@ def fail(message: str) -> None:
 
 def echo(message: str) -> None:
     typer.echo(message, file=sys.stdout)
+
+
+# What writes each artifact: a missing input's error names the command to run.
+_WRITERS = [
+    (r"manifest\.parquet", "calr-stage prepare"),
+    (r"source/checkpoint\.pt", "calr-stage pretrain"),
+    (r"phase1/cam(?P<cam>\d+)/init/checkpoint\.pt", "calr-stage init --cam {cam}"),
+    (r"phase1/cam(?P<cam>\d+)/round(?P<rnd>\d+)/features\.parquet", "calr-stage extract --cam {cam} --round {rnd}"),
+    (r"phase1/cam(?P<cam>\d+)/labels/round(?P<rnd>\d+)\.parquet", "calr-stage cluster-intra --cam {cam} --round {rnd}"),
+    (r"phase1/cam(?P<cam>\d+)/round(?P<rnd>\d+)/checkpoint\.pt", "calr-stage train --cam {cam} --round {rnd}"),
+    (r"phase1/selected/cam(?P<cam>\d+)\.parquet", "calr-stage select-local --cam {cam}"),
+    (r"phase2/init/checkpoint\.pt", "calr-stage init"),
+    (r"phase2/round(?P<rnd>\d+)/features\.parquet", "calr-stage extract --round {rnd}"),
+    (r"phase2/round(?P<rnd>\d+)/pseudo_labels\.parquet", "calr-stage cluster-global --round {rnd}"),
+    (r"phase2/round(?P<rnd>\d+)/cluster_summary\.json", "calr-stage cluster-global --round {rnd}"),
+    (r"phase2/round(?P<rnd>\d+)/checkpoint\.pt", "calr-stage train --round {rnd}"),
+    (r"metrics/source\.json", "calr-stage evaluate --source"),
+    (r"metrics/round(?P<rnd>\d+)\.json", "calr-stage evaluate --round {rnd}"),
+    (r"metrics/train/round(?P<rnd>\d+)\.json", "calr-stage train --round {rnd}"),
+    (r"metrics/train-intra/cam(?P<cam>\d+)/round(?P<rnd>\d+)\.json", "calr-stage train --cam {cam} --round {rnd}"),
+]
+
+
+def writer_of(path: str | Path) -> str | None:
+    """The command that writes the artifact at ``path`` (any artifacts root), None if unknown."""
+    posix = Path(path).as_posix()
+    for pattern, command in _WRITERS:
+        m = re.search(rf"(^|/){pattern}$", posix)
+        if m:
+            return command.format(**m.groupdict())
+    return None
+
+
+def missing_hint(path: str | Path, again: bool = False) -> str:
+    """'run `<command>` first (or `dvc repro`)' for a known artifact, else a generic hint."""
+    cmd, when = writer_of(path), "again" if again else "first"
+    return f"run `{cmd}` {when} (or `dvc repro`)" if cmd else f"run the stage that writes it {when}"

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from calr_stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, fail, latest_round, pick, setup, stage
+from calr_stages._common import ARTIFACTS_OPT, PARAMS_OPT, SET_OPT, echo, latest_round, setup, stage
 
 
 @stage
@@ -23,30 +23,27 @@ def cluster_global(
     manifest has ground truth)."""
     import pandas as pd
 
-    from calr_core.config import DBSCAN_REFINE
     from calr_core.data.manifest import camera_index, train_pids
     from calr_core.io import atomic_write_text, read_features, read_table, write_table
     from calr_core.labelling import cluster_global as run_clustering
     from calr_core.labelling import gather_local_labels, summarize
 
-    p, layout = setup(params, set_, artifacts, rnd=rnd)
+    flags = [f"cluster.method={method}"] * (method is not None) + [f"cluster.refine={refine}"] * (refine is not None)
+    p, layout = setup(params, [*(set_ or []), *flags], artifacts, rnd=rnd)  # params check the pair
     rnd = latest_round(p, rnd, None, lambda r: layout.features(r).is_file(), "features")
     c = p.cluster
-    method, refine = pick(method, c.method), pick(refine, c.refine)
-    if method == "dbscan" and refine:
-        fail(f"{DBSCAN_REFINE} (or pass --no-refine)")
     frame, feats = read_features(layout.features(rnd))
     local = None
-    if refine:
+    if c.refine:
         files = [layout.local_labels(cam) for cam in p.data.cameras]
         local = gather_local_labels([read_table("local_labels", f) for f in files], frame.image_id,
                                     [str(f) for f in files])
     pseudo = run_clustering(
         feats, camera_index(frame.camid, p.data.cameras, str(layout.features(rnd))), local,
         n_cams=len(p.data.cameras),
-        rnd=rnd, n_rounds=len(p.rounds), method=method, k1=c.k1, k2=c.k2,
+        rnd=rnd, n_rounds=c.decay_rounds, method=c.method, k1=c.k1, k2=c.k2,
         eps=c.eps, dbscan_eps=c.dbscan_eps, dbscan_k1=c.dbscan_k1, dbscan_k2=c.dbscan_k2,
-        refine=refine, pivot_rule=c.pivot_rule, decay_schedule=c.decay, seed=c.seed, knn=c.knn,
+        refine=c.refine, pivot_rule=c.pivot_rule, decay_schedule=c.decay, seed=c.seed, knn=c.knn,
         knn_nprobe=c.knn_nprobe, knn_ef=c.knn_ef)
     pseudo = pd.concat([frame[["image_id", "camid"]], pseudo], axis=1)
     write_table("pseudo_labels", pseudo, layout.pseudo_labels(rnd), {"round": rnd})

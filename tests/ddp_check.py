@@ -22,6 +22,7 @@ from calr_core.model.backbone import build_model
 from calr_core.train import distributed as du
 from calr_core.train.loop import train_round
 from calr_core.train.memory import ClusterMemory
+from calr_core.config import Model, Train
 from calr_core.train.settings import RoundData, RoundSettings
 
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
         n_cams = int(w["camids"].max()) + 1
         data = RoundData(root=args.world, paths=[str(p) for p in w["paths"]], labels=w["labels"],
                          camids=w["camids"], init_features=w["features"])
-        settings = RoundSettings(n_cams=n_cams, camera_alignment=args.camera, iters=args.iters,
+        settings = RoundSettings.from_params(Train(), Model(), n_cams=n_cams, camera_alignment=args.camera, iters=args.iters,
                                  batch_size=args.batch, num_instances=args.instances,
                                  height=args.height, width=args.width, bn_group=args.bn_group,
                                  save_every=args.save_every, device=dev.type, workers=args.workers)

@@ -7,11 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from calr_core.io.atomic import atomic_path
-from calr_core.paths import missing_hint
 
 
 class ArtifactError(ValueError):
-    """An input artifact is missing or malformed; the message names the file and what is wrong."""
+    """An input artifact is missing or malformed; the message names the file and what is wrong.
+
+    ``artifact``: the pipeline file whose writer mends it (missing, or to be written ``again``);
+    the stage layer adds the command that writes it.
+    """
+
+    def __init__(self, message: str, artifact: str | os.PathLike | None = None, again: bool = False):
+        super().__init__(message)
+        self.artifact, self.again = artifact, again
 
 
 def _canonical(obj: Any) -> Any:
@@ -43,7 +50,7 @@ def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ()) -> 
 
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: checkpoint not found; {missing_hint(path)}")
+        raise ArtifactError(f"{path}: checkpoint not found", artifact=path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated or not a torch file

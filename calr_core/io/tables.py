@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 from calr_core.io.atomic import atomic_path
 from calr_core.io.checkpoint import ArtifactError
 from calr_core.io.schemas import SCHEMAS
-from calr_core.paths import missing_hint
 
 _META_KEY = b"calr"
 
@@ -59,7 +58,7 @@ def write_table(kind: str, frame: pd.DataFrame, path: str | os.PathLike,
 
 def _open(kind: str, path: Path) -> pa.Table:
     if not path.is_file():
-        raise ArtifactError(f"{path}: {kind} file not found; {missing_hint(path)}")
+        raise ArtifactError(f"{path}: {kind} file not found", artifact=path)
     try:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
@@ -142,6 +141,6 @@ def read_features(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray]:
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         raise ArtifactError(f"{path}: {int((~finite).sum())} feature row(s) hold NaN or inf (first: row {row}, "
-                            f"image {frame.image_id[row]!r}); {missing_hint(path).replace('first', 'again')}")
+                            f"image {frame.image_id[row]!r})", artifact=path, again=True)
     frame.attrs.update(read_metadata(path))
     return frame, feats

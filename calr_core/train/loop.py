@@ -122,8 +122,9 @@ class _Round:
     """The objects one round trains and saves: the model, the cluster memory, the camera head,
     Adam and StepLR (restored from the previous round), and the running loss and curve."""
 
-    def __init__(self, model: nn.Module, labels: torch.Tensor, feats0: torch.Tensor,
-                 s: RoundSettings, dev: torch.device, resume_state: dict[str, Any] | None):
+    def __init__(self, model: nn.Module, paths: list[str], labels: torch.Tensor, camids: torch.Tensor,
+                 feats0: torch.Tensor, cw: torch.Tensor | None, s: RoundSettings, dev: torch.device,
+                 resume_state: dict[str, Any] | None, amp: bool):
         self.model, self.s, self.dev = model, s, dev
         self.memory = ClusterMemory(feats0.to(dev), labels.to(dev), temp=s.temp, momentum=s.momentum,
                                     mode=s.memory_mode)
@@ -148,7 +149,12 @@ class _Round:
             self.scheduler.load_state_dict(resume_state["scheduler"])
             follow_settings(self.optimizer, self.scheduler, lr=s.lr, weight_decay=s.weight_decay,
                             step_size=s.step_size, gamma=s.gamma)
-        self.loss_sum, self.curve, self.fp, self.sampler_state, self.recorded = 0.0, [], "", {}, {}
+        self.recorded = s.recorded(du.world_size(), amp)
+        # what a recovery file must have been written by: same inputs, settings and start
+        self.fp = fingerprint({"paths": list(paths), "labels": labels, "camids": camids,
+                               "init_features": feats0, "class_weights": cw,
+                               "scheduler_epoch": np.asarray(self.scheduler.last_epoch)}, self.recorded)
+        self.loss_sum, self.curve = 0.0, []
 
     def state(self, done: int) -> dict[str, Any]:
         """The checkpoint dict after ``done`` iterations."""
@@ -157,7 +163,9 @@ class _Round:
                         "camera_head": None if self.head is None else self.head.state_dict(),
                         "epoch": self.s.epoch, "iters_done": done, "loss_sum": self.loss_sum,
                         "rng": rng_states(), "fingerprint": self.fp,
-                        "sampler": {**self.sampler_state, "start_iter": done}, "params": self.recorded})
+                        "sampler": {"seed": self.s.seed, "epoch": self.s.epoch, "iters": self.s.iters,
+                                    "start_iter": done},  # CameraPKSampler.state_dict at ``done``
+                        "params": self.recorded})
 
     def restore(self, rec: dict[str, Any]) -> int:
         """Continue a killed round from its recovery checkpoint; returns the iterations done."""
@@ -208,7 +216,7 @@ class _Round:
 
 
 def _loader(data: RoundData, labels: torch.Tensor, camids: torch.Tensor, s: RoundSettings,
-            start: int, dev: torch.device) -> tuple[CameraPKSampler, DataLoader]:
+            start: int, dev: torch.device) -> DataLoader:
     """Camera-aware P x K batches of this rank from iteration ``start`` on, each image's
     augmentation seeded by its place in the global batch (phase 2 step 8)."""
     rank, world = du.rank(), du.world_size()
@@ -218,7 +226,7 @@ def _loader(data: RoundData, labels: torch.Tensor, camids: torch.Tensor, s: Roun
     batches = SeededBatches(sampler, seed=s.seed, epoch=s.epoch, start_iter=start,
                             global_size=s.batch_size, offset=rank * (s.batch_size // world))
     dataset = SeededImages(ImageDataset(Path(data.root), data.paths, train_transform(s.height, s.width)))
-    return sampler, DataLoader(dataset, batch_sampler=batches, num_workers=s.workers,
+    return DataLoader(dataset, batch_sampler=batches, num_workers=s.workers,
                                pin_memory=dev.type == "cuda", generator=torch.Generator().manual_seed(s.seed))
 
 
@@ -244,19 +252,14 @@ def train_round(model: nn.Module, data: RoundData, settings: RoundSettings, *,
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(dev, memory_format=fmt)
-    r = _Round(model, labels, feats0, s, dev, resume_state)
     cw = None if cw is None else cw.to(dev)
-    r.recorded = s.recorded(du.world_size(), amp)
-    r.fp = fingerprint({"paths": list(data.paths), "labels": labels, "camids": camids,
-                        "init_features": feats0, "class_weights": cw,
-                        "scheduler_epoch": np.asarray(r.scheduler.last_epoch)}, r.recorded)
+    r = _Round(model, data.paths, labels, camids, feats0, cw, s, dev, resume_state, amp)
     round_seed = step_seed(s.seed, s.epoch, 2**40)  # python's and numpy's global RNGs, which the
     random.seed(round_seed)                           # checkpoint records: same run, same bytes
     np.random.seed(round_seed % 2**32)
     rec = load_recovery(recovery_path, r.fp)
     start = 0 if rec is None else r.restore(rec)
-    sampler, loader = _loader(data, labels, camids, s, start, dev)
-    r.sampler_state = sampler.state_dict()
+    loader = _loader(data, labels, camids, s, start, dev)
     r.run(loader, start, labels, camids, cw, fmt=fmt, amp=amp,
           recovery_path=recovery_path, progress=progress)  # the paper's steps, iters times
 

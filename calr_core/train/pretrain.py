@@ -25,6 +25,7 @@ from calr_core.data.manifest import split
 from calr_core.data.synth import render_world
 from calr_core.model.extract import extract_features
 from calr_core.train.loop import train_round
+from calr_core.config import Model, Train
 from calr_core.train.settings import RoundData, RoundSettings
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def pretrain(model: nn.Module, *, root: str | Path, paths: list[str], pids, cami
     feats = extract_features(model, Path(root), paths, height=height, width=width,
                              batch_size=batch_size_extract, workers=workers, device=device)  # (N, D)
     data = RoundData(root=root, paths=paths, labels=labels, camids=camids, init_features=feats)
-    settings = RoundSettings(iters=iters, batch_size=batch_size, num_instances=num_instances,
+    settings = RoundSettings.from_params(Train(), Model(), iters=iters, batch_size=batch_size, num_instances=num_instances,
                              height=height, width=width, lr=lr, weight_decay=weight_decay,
                              step_size=max(iters, 1), temp=temp, memory_mode="learned",
                              save_every=save_every, seed=seed, device=device, workers=workers)

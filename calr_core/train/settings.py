@@ -1,14 +1,16 @@
 """What one training round is given: its data and its settings, each one frozen object."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
 
 import numpy as np
 
 from calr_core.train.memory import MemoryMode
+
+if TYPE_CHECKING:
+    from calr_core.config import Model, Train
 
 
 @dataclass(frozen=True)
@@ -29,37 +31,58 @@ class RoundData:
 
 @dataclass(frozen=True)
 class RoundSettings:
-    """How one round trains (METHOD.md defaults). The fields up to ``seed`` are recorded in the
-    checkpoint's ``params`` (with world_size and amp) and guard a resumed round."""
-    n_cams: int | None = None            # build a camera head (kept in the optimiser in every round)
-    camera_alignment: bool = False       # add its loss (behind gradient reversal)
-    camera_weight: float = 1.0
-    camera_loss_form: Literal["clean", "reference"] = "clean"
-    iters: int = 400
-    batch_size: int = 256
-    num_instances: int = 16
-    height: int = 256
-    width: int = 128
-    lr: float = 3.5e-4                   # the StepLR schedule's base rate
-    weight_decay: float = 5e-4
-    step_size: int = 20
-    gamma: float = 0.1
-    temp: float = 0.05
-    momentum: float = 0.1
-    memory_mode: MemoryMode = "mean"
-    bn_group: int = 0                    # BatchNorm statistics over chunks of this many images (0: batch)
-    epoch: int = 0                       # the round number: seeds the sampler and every step
-    seed: int = 1
-    save_every: int = 50                 # recovery checkpoint every this many iterations
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool | None = None              # bf16 autocast; None: on CUDA only
-    workers: int = 2
+    """How one round trains. No defaults of its own: ``from_params`` fills it from the typed
+    params (calr_core.config holds every default), and RECORDED names the fields kept in the
+    checkpoint's ``params`` (with world_size and amp), which guard a resumed round."""
+    n_cams: int | None                   # build a camera head (kept in the optimiser in every round)
+    camera_alignment: bool               # add its loss (behind gradient reversal)
+    camera_weight: float
+    camera_loss_form: Literal["clean", "reference"]
+    iters: int
+    batch_size: int
+    num_instances: int
+    height: int
+    width: int
+    lr: float                            # the StepLR schedule's base rate
+    weight_decay: float
+    step_size: int
+    gamma: float
+    temp: float
+    momentum: float
+    memory_mode: MemoryMode
+    bn_group: int                        # BatchNorm statistics over chunks of this many images (0: batch)
+    epoch: int                           # the round number: seeds the sampler and every step
+    seed: int
+    save_every: int                      # recovery checkpoint every this many iterations
+    device: Literal["auto", "cpu", "cuda"]
+    amp: bool | None                     # bf16 autocast; None: on CUDA only
+    workers: int
+
+    RECORDED: ClassVar[tuple[str, ...]] = (
+        "n_cams", "camera_alignment", "camera_weight", "camera_loss_form", "iters", "batch_size",
+        "num_instances", "height", "width", "lr", "weight_decay", "step_size", "gamma", "temp",
+        "momentum", "memory_mode", "bn_group", "epoch", "seed")
+
+    @classmethod
+    def from_params(cls, train: "Train", model: "Model", **fields: Any) -> "RoundSettings":
+        """The settings of params sections ``train`` and ``model`` (config.Train / config.Model),
+        with ``fields`` on top (a phase's iters, lr, n_cams, epoch, ...): no camera head, no
+        camera alignment, epoch 0 and amp on CUDA only unless given."""
+        t = train
+        base = dict(n_cams=None, camera_alignment=False, camera_weight=t.camera_weight,
+                    camera_loss_form=t.camera_loss, iters=t.iters, batch_size=t.batch_size,
+                    num_instances=t.num_instances, height=model.height, width=model.width, lr=t.lr,
+                    weight_decay=t.weight_decay, step_size=t.step_size, gamma=t.gamma, temp=t.temp,
+                    momentum=t.momentum, memory_mode=t.memory, bn_group=t.bn_group, epoch=0,
+                    seed=t.seed, save_every=t.save_every, device=t.device, amp=None, workers=t.workers)
+        unknown = set(fields) - set(base)
+        if unknown:
+            raise TypeError(f"RoundSettings has no field(s) {sorted(unknown)}")
+        return cls(**{**base, **fields})
 
     def recorded(self, world_size: int, amp: bool) -> dict[str, Any]:
         """The checkpoint's ``params``: the settings that shape the result."""
-        names = [f.name for f in dataclasses.fields(self)]
-        kept = names[:names.index("seed") + 1]
-        return {**{k: getattr(self, k) for k in kept}, "world_size": world_size, "amp": amp}
+        return {**{k: getattr(self, k) for k in self.RECORDED}, "world_size": world_size, "amp": amp}
 
     def check(self, data: RoundData, world_size: int) -> None:
         """Refuse settings that cannot train on ``data`` in one line naming the field."""

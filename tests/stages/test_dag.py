@@ -59,17 +59,31 @@ def test_every_artifact_is_where_the_layout_says(repo):
     assert not (lay.root / ".recovery").exists() or not any((lay.root / ".recovery").iterdir())
 
 
-def test_a_missing_artifact_names_the_dvc_stage_command_that_writes_it(repo):
-    from calr_core.paths import writer_of
+def test_a_missing_artifact_names_the_step_command_that_writes_it(repo):
+    """Each artifact's writer (the command a missing-input error names) is the DVC stage's own
+    command, or one of the steps its `intra` / `round` command runs, for the same camera/round."""
+    from calr_stages._common import writer_of
+    from calr_stages.rounds import INTRA_STEPS, ROUND_STEPS
+    steps = {"intra": {"init", "select-local", *(f.__name__.replace("_", "-") for f in INTRA_STEPS)},
+             "round": {f.__name__.replace("_", "-") for f in ROUND_STEPS}}
     path = repo[0]
     lock = yaml.safe_load((path / "dvc.lock").read_text())["stages"]
     checked = 0
     for name, st in lock.items():
-        for out in st.get("outs", []):
-            if Path(out["path"]).suffix in (".parquet", ".pt", ".json") and name != "report":
-                assert writer_of(path / out["path"]) == st["cmd"], (name, out["path"])
-                checked += 1
-    assert checked >= 20 and writer_of(path / "artifacts/plots/curves.csv") is None
+        files = [path / o["path"] for o in st.get("outs", [])]
+        files = [f for d in files for f in ([d] if d.is_file() else sorted(d.rglob("*")))]
+        for f in files:
+            if f.suffix not in (".parquet", ".pt", ".json") or name in ("report", "synth"):
+                continue
+            writer = writer_of(f)
+            assert writer, (name, f)
+            if writer != st["cmd"]:
+                stage_cmd, args = st["cmd"].split()[1], st["cmd"].split()[2:]
+                assert writer.split()[1] in steps[stage_cmd], (name, f, writer)
+                # the stage's --cam / --round fixes the step's: same values
+                assert " ".join(args) in writer, (name, f, writer)
+            checked += 1
+    assert checked >= 40 and writer_of(path / "artifacts/plots/curves.csv") is None
 
 
 def test_pseudo_labels_open_in_pandas_and_are_consistent(repo):
@@ -156,7 +170,7 @@ def test_second_repro_is_a_no_op_and_lr_change_reruns_only_training_onwards(repo
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stale = set(json.loads(run(dvc + ["status", "--json"], path, env)))
     assert stale, "changing train.lr must invalidate training"
-    assert stale == {f"train@rnd{r}" for r in range(2)}, stale  # phase 1 does not read train.lr
+    assert stale == {f"round@rnd{r}" for r in range(2)}, stale  # phase 1 does not read train.lr
 
 
 def test_a_lost_dvc_lock_comes_back_from_the_run_cache_without_running_a_stage(repo):
@@ -190,19 +204,54 @@ def _fails(cmd, cwd, env) -> str:
     return res.stdout + res.stderr
 
 
-def test_a_round_added_to_the_schedule_leaves_the_trained_rounds_cached(repo):
+def _stale_after(repo, edit) -> set[str]:
+    """The stages `dvc status` calls changed once ``edit`` (a function of the params dict) has
+    been applied to params.yaml; params.yaml is put back after."""
     path, env, dvc, _ = repo
     before = (path / "params.yaml").read_text()
     params = yaml.safe_load(before)
-    params["intra"]["rounds"].append({"id": 2, "prev": "round1"})
+    edit(params)
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
-        stale = set(json.loads(run(dvc + ["status", "--json"], path, env)))
+        return set(json.loads(run(dvc + ["status", "--json"], path, env)))
     finally:
         (path / "params.yaml").write_text(before)
-    phase1 = {s for s in stale if s.split("@")[0] in ("extract-intra", "cluster-intra", "train-intra")}
-    assert len(phase1) == 3 * len(CAMERAS) and all(s.endswith("-rnd2") for s in phase1), stale
-    assert {s for s in stale if s.startswith("select-local")} == {f"select-local@{c}" for c in CAMERAS.values()}
+
+
+def test_a_round_added_to_the_schedule_runs_only_that_round_and_the_report(repo):
+    stale = _stale_after(repo, lambda p: p["rounds"].append({"id": 2, "prev": "round1"}))
+    assert stale == {"round@rnd2", "report"}, stale
+
+
+def test_a_phase2_setting_leaves_phase1_cached_and_an_intra_setting_reruns_it(repo):
+    stale = _stale_after(repo, lambda p: p["cluster"].update(eps=0.55))
+    assert stale == {"round@rnd0", "round@rnd1"}, stale
+    stale = _stale_after(repo, lambda p: p["intra"].update(k1=7))
+    assert {f"intra@{c}" for c in CAMERAS.values()} <= stale  # a camera's phase 1 is one stage
+    assert not {s for s in stale if s.startswith("round@")}  # re-run, but not yet changed outputs
+
+
+def test_a_step_run_by_hand_writes_what_the_dag_wrote(repo, tmp_path):
+    """`calr-stage round` is its steps run in order: the same steps run one by one, by hand, on
+    a copy of the finished project write byte-identical artifacts."""
+    import hashlib
+    import shutil
+
+    from calr_core.paths import timed
+    path, env, _, _ = repro_clean(repo)
+    shutil.copytree(path, tmp_path / "by-hand", ignore=shutil.ignore_patterns(".git", ".dvc"))
+    copy = tmp_path / "by-hand" / "artifacts"
+    lay, ref = Layout(copy), Layout(path / "artifacts")
+    made = [lay.features(1), lay.pseudo_labels(1), lay.cluster_summary(1), lay.checkpoint(1),
+            lay.metrics(1), lay.intra_labels(2, 1)]
+    for f in made:
+        f.unlink()
+    for step in (["extract"], ["cluster-global"], ["train"], ["evaluate"], ["cluster-intra", "--cam", "2"]):
+        run(["calr-stage", *step, "--round", "1"], copy.parent, env)
+    for f in made:
+        assert not timed(f)
+        twin = ref.root / f.relative_to(copy)
+        assert hashlib.md5(f.read_bytes()).digest() == hashlib.md5(twin.read_bytes()).digest(), f
 
 
 def test_bad_inputs_fail_in_one_line_and_touch_nothing(repo, tmp_path):

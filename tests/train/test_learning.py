@@ -19,6 +19,7 @@ from calr_core.labelling import class_weights, cluster_camera, cluster_global
 from calr_core.model.backbone import build_model
 from calr_core.model.extract import extract_features
 from calr_core.train.loop import train_round
+from calr_core.config import Model, Train
 from calr_core.train.settings import RoundData, RoundSettings
 from calr_core.train.pretrain import pretrain
 
@@ -58,7 +59,7 @@ def test_one_calr_round_from_a_source_start_raises_pseudo_label_f(tmp_path, seed
 
     data = RoundData(root=tmp_path / "target", paths=paths, labels=labels0, camids=camids,
                      init_features=feats0)
-    train_round(model, data, RoundSettings(n_cams=3, camera_alignment=True, iters=60, batch_size=32,
+    train_round(model, data, RoundSettings.from_params(Train(), Model(), n_cams=3, camera_alignment=True, iters=60, batch_size=32,
                                            num_instances=4, lr=3.5e-4, seed=1, **common), progress=False)
     feats1 = extract_features(model, Path(tmp_path / "target"), paths, progress=False, **common)
     labels1, _ = _pseudo_labels(feats1, camids, local, rnd=1)
