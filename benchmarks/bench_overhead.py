@@ -1,16 +1,15 @@
-"""What a stage costs besides its compute, on a minimal run of the paper-sized DAG.
+"""What the DAG costs besides its compute, on a minimal run of the paper-sized schedule.
 
-    python -m benchmarks.bench_overhead [--cams 3] [--intra-rounds 40] [--rounds 50] [--worker off]
+    python -m benchmarks.bench_overhead [--cams 3] [--intra-rounds 40] [--rounds 50]
 
-1. Start costs (medians of 5): a bare Python, `import torch`, `calr-stage --help` in its own
-   process (CALR_WORKER=off) and through a warm worker.
-2. A minimal run (tiny world, 1 iteration per round) of a paper-sized DAG: the paper's schedule
-   is 6 cameras x 20 intra rounds + 50 rounds = 578 stages; the tiny world has 3 cameras, so the
-   default is 3 x 40 intra rounds + 50 rounds = 572 stages, the same number of rounds of each
-   kind. `dvc repro` is timed stage by stage (DVC's "Running stage" lines), each stage's command
-   by the worker's log (the seconds from fork to exit), and DVC's own share is the difference.
-   Then the no-op `dvc repro` of the finished project, and `dvc status`.
-Writes benchmarks/results/overhead.json (overhead-off.json with --worker off) and prints tables.
+1. Start costs (medians of 5): a bare Python, `import torch`, `calr-stage --help`.
+2. A minimal run (tiny world, 1 iteration per round) of the paper-sized schedule: the paper's
+   is 6 cameras x 20 intra rounds + 50 rounds; the tiny world has 3 cameras, so the default is
+   3 x 40 intra rounds + 50 rounds, the same number of rounds of each kind. `dvc repro` is
+   timed stage by stage (DVC's "Running stage" lines); each stage's command is timed by a
+   `calr-stage` wrapper first on PATH (start to exit of the real command), and DVC's own share
+   is the difference. Then the no-op `dvc repro` of the finished project, and `dvc status`.
+Writes benchmarks/results/overhead.json and prints tables.
 """
 from __future__ import annotations
 
@@ -18,7 +17,6 @@ import argparse
 import copy
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -46,10 +44,17 @@ def chain(n: int) -> list[dict]:
     return [{"id": i, "prev": "init" if i == 0 else f"round{i - 1}"} for i in range(n)]
 
 
-def worker_runs(run_dir: Path) -> list[float]:
-    """Seconds of each stage run the worker logged, in order."""
-    lines = "".join(log.read_text() for log in run_dir.glob("calr-worker-*/*.log"))
-    return [float(s) for s in re.findall(r": status 0, ([0-9.]+) s$", lines, re.M)]
+def timing_wrapper(folder: Path, log: Path) -> None:
+    """``folder``/calr-stage: runs the real one and appends its start and end times to ``log``."""
+    wrapper = folder / "calr-stage"
+    wrapper.write_text(f"#!/bin/sh\nt0=$(date +%s.%N)\n{BIN / 'calr-stage'} \"$@\"\nrc=$?\n"
+                       f"echo \"$t0 $(date +%s.%N)\" >> {log}\nexit $rc\n")
+    wrapper.chmod(0o755)
+
+
+def command_runs(log: Path) -> list[float]:
+    """Seconds of each calr-stage run the wrapper logged, in order."""
+    return [float(b) - float(a) for a, b in (line.split() for line in log.read_text().splitlines())]
 
 
 def per_kind(times: dict[str, float]) -> dict[str, dict]:
@@ -65,33 +70,28 @@ def main() -> None:
     ap.add_argument("--cams", type=int, default=3)  # the tiny world has 3 cameras
     ap.add_argument("--intra-rounds", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=50)
-    ap.add_argument("--worker", choices=["on", "off"], default="on")
     args = ap.parse_args()
-    run_dir = Path(tempfile.mkdtemp(prefix="calr-run-", dir="/tmp"))
-    worker_env = {"XDG_RUNTIME_DIR": str(run_dir), "CALR_WORKER": args.worker, "CALR_WORKER_IDLE": "600"}
-    env = {**os.environ, **worker_env}
-    stage_cmd = [str(BIN / "calr-stage"), "--help"]
     starts = {"python": median_seconds([sys.executable, "-c", "pass"]),
               "import torch": median_seconds([sys.executable, "-c", "import torch"]),
-              "calr-stage --help, own process": median_seconds(stage_cmd, {**env, "CALR_WORKER": "off"}),
-              "calr-stage --help, warm worker": median_seconds(stage_cmd, {**env, "CALR_WORKER": "on"})}
+              "calr-stage --help": median_seconds([str(BIN / "calr-stage"), "--help"])}
     print("start costs (s):", starts, flush=True)
-    for log in run_dir.glob("calr-worker-*/*.log"):
-        log.write_text("")  # count only the DAG's runs
     p = copy.deepcopy(TINY)
     p["data"] = {"synth_size": "tiny", "cameras": list(range(args.cams))}
     p["intra"] = {**p["intra"], "rounds": chain(args.intra_rounds), "iters": 1}
     p["rounds"] = chain(args.rounds)
     p["train"] = {**p["train"], "iters": 1, "weights_from": 5, "camera_rounds": 3}
     p["source"] = {**p["source"], "iters": 1}
-    with tempfile.TemporaryDirectory(prefix="calr-overhead-") as tmp:
-        repo = Path(tmp)
-        project_env, dvc = make_project(repo, p)
-        env = {**project_env, **worker_env}
-        run(dvc + ["config", "cache.type", "hardlink"], repo, env)  # ~175 checkpoints of 134 MB: don't copy them
+    with tempfile.TemporaryDirectory(prefix="calr-overhead-") as tmp, \
+            tempfile.TemporaryDirectory(prefix="calr-wrapper-") as wrap:
+        repo, log = Path(tmp), Path(wrap) / "runs.log"
+        timing_wrapper(Path(wrap), log)
+        env, dvc = make_project(repo, p)
+        env["PATH"] = f"{wrap}{os.pathsep}{env['PATH']}"
+        run(dvc + ["config", "cache.type", "hardlink"], repo, env)  # ~175 checkpoints: don't copy them
         t0 = time.perf_counter()
         _, times, _ = repro(repo, env, dvc)
         total = time.perf_counter() - t0
+        commands = command_runs(log)
         lock_bytes = (repo / "dvc.lock").stat().st_size
         t0 = time.perf_counter()
         out = run(dvc + ["repro"], repo, env)
@@ -100,28 +100,22 @@ def main() -> None:
         t0 = time.perf_counter()
         run(dvc + ["status"], repo, env)
         status = time.perf_counter() - t0
-    commands = worker_runs(run_dir) if args.worker == "on" else []
-    if commands:
-        assert len(commands) == len(times), f"{len(commands)} logged runs for {len(times)} stages"
-    result = {"machine": f"{os.cpu_count()} CPU cores", "worker": args.worker, "start_costs_s": starts,
+    assert len(commands) == len(times), f"{len(commands)} logged runs for {len(times)} stages"
+    n = len(commands)
+    result = {"machine": f"{os.cpu_count()} CPU cores", "start_costs_s": starts,
               "dag": {"stages": len(times), "cams": args.cams, "intra_rounds": args.intra_rounds,
                       "rounds": args.rounds, "repro_s": round(total, 1), "noop_repro_s": round(noop, 1),
-                      "status_s": round(status, 1), "dvc_lock_bytes": lock_bytes},
-              "stage_s": per_kind(times)}
-    if commands:
-        result["dag"]["commands_s"] = round(sum(commands), 1)
-        result["dag"]["dvc_own_s"] = round(total - sum(commands), 1)
-        result["command_s"] = per_kind(dict(zip(times, commands)))
-        n = len(commands)
-        result["dvc_own_s_by_quarter"] = [round(sum(times[s] for s in list(times)[q * n // 4:(q + 1) * n // 4])
-                                                - sum(commands[q * n // 4:(q + 1) * n // 4]), 1) for q in range(4)]
-    path = RESULTS if args.worker == "on" else RESULTS.with_name("overhead-off.json")
-    path.write_text(json.dumps(result, indent=1) + "\n")
+                      "status_s": round(status, 1), "dvc_lock_bytes": lock_bytes,
+                      "commands_s": round(sum(commands), 1), "dvc_own_s": round(total - sum(commands), 1)},
+              "stage_s": per_kind(times), "command_s": per_kind(dict(zip(times, commands))),
+              "dvc_own_s_by_quarter": [round(sum(times[s] for s in list(times)[q * n // 4:(q + 1) * n // 4])
+                                             - sum(commands[q * n // 4:(q + 1) * n // 4]), 1) for q in range(4)]}
+    RESULTS.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["dag"]), flush=True)
     print("| stage kind | stages | mean s a stage (DVC's clock) | mean s of its command |")
     print("|---|---|---|---|")
     for k, v in result["stage_s"].items():
-        print(f"| {k} | {v['stages']} | {v['mean_s']} | {result.get('command_s', {}).get(k, {}).get('mean_s', '')} |")
+        print(f"| {k} | {v['stages']} | {v['mean_s']} | {result['command_s'][k]['mean_s']} |")
 
 
 if __name__ == "__main__":

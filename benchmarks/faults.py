@@ -5,8 +5,9 @@
 - determinism: two uninterrupted `dvc repro` runs of fresh projects; every file under
   artifacts/ and data/ and dvc.lock must be byte-identical.
 - crashes: each campaign runs `dvc repro` and kill -9s the whole process group at a random
-  moment inside the first stage of a kind not yet hit in that campaign (the delay is uniform
-  over that stage's duration in the reference run), then re-runs, until `dvc repro` finishes
+  moment inside the first stage of a kind hit fewer than --kills-per-kind times in that campaign
+  (the delay is uniform over that stage's duration in the reference run, so a kill inside an
+  `intra` or `round` stage lands in any of its steps), then re-runs, until `dvc repro` finishes
   with no kill. The finished project must equal the uninterrupted one byte for byte. A kill
   inside DVC's own rewrite of dvc.lock can leave it empty, and `dvc repro` then refuses to run;
   the campaign does what the README tells a user (delete dvc.lock, run again: DVC's run cache
@@ -143,18 +144,19 @@ def determinism(scratch: Path, first: tuple) -> dict:
             "stages": len(times)}
 
 
-def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float], campaigns: int) -> dict:
+def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float], campaigns: int,
+            per_kind: int = 1) -> dict:
     kinds = sorted({kind(s) for s in durations})
     out = []
     for c in range(campaigns):
         repo = scratch / f"campaign{c}"
         repo.mkdir()
         env, dvc = make_project(repo, TINY)
-        rng, hit, kills, failures, lock_lost = random.Random(c), set(), [], [], []
+        rng, hit, kills, failures, lock_lost = random.Random(c), {k: 0 for k in kinds}, [], [], []
         t0 = time.monotonic()
-        for _ in range(3 * len(kinds)):
+        for _ in range(3 * per_kind * len(kinds)):
             try:
-                killed, _, _ = repro(repo, env, dvc, lambda s: kind(s) not in hit, durations, rng)
+                killed, _, _ = repro(repo, env, dvc, lambda s: hit[kind(s)] < per_kind, durations, rng)
             except RuntimeError as exc:  # a re-run that does not finish: the fault we look for
                 if LOCK_CUT in str(exc) and len(lock_lost) < len(kills):
                     # the kill landed in DVC's own rewrite of dvc.lock: do what the README says
@@ -165,7 +167,7 @@ def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float
                 break
             if killed is None:
                 break
-            hit.add(killed["kind"])
+            hit[killed["kind"]] += 1
             kills.append(killed)
             print(f"campaign {c}: killed {killed['stage']} after {killed['after_s']} s", flush=True)
         diff = differences(reference, snapshot(repo))
@@ -371,6 +373,7 @@ def bad_inputs(finished: Path, scratch: Path, env: dict) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--campaigns", type=int, default=3)
+    ap.add_argument("--kills-per-kind", type=int, default=1)
     ap.add_argument("--part", choices=["all", "determinism", "crashes", "bad"], default="all")
     args = ap.parse_args()
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
@@ -386,7 +389,7 @@ def main() -> None:
             env = {**os.environ, "CALR_LOG": "WARNING"}
             result["bad_inputs"] = bad_inputs(ref, scratch, env)
         if args.part in ("all", "crashes"):
-            result["crashes"] = crashes(scratch, reference, durations, args.campaigns)
+            result["crashes"] = crashes(scratch, reference, durations, args.campaigns, args.kills_per_kind)
             print(json.dumps(result["crashes"]["kills_per_kind"]), "all equal:", result["crashes"]["all_equal"])
         result["machine"] = f"{os.cpu_count()} CPU cores"
         result[f"seconds_{args.part}"] = round(time.monotonic() - t0, 1)
