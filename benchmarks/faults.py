@@ -51,7 +51,7 @@ LOCK_CUT = "dvc.lock' validation failed"  # DVC rewrites dvc.lock in place: a ki
 
 
 def kind(stage: str) -> str:
-    """'extract-intra@0-1' -> 'extract-intra'."""
+    """'round@rnd3' -> 'round'."""
     return stage.split("@")[0]
 
 
@@ -171,6 +171,11 @@ def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float
             kills.append(killed)
             print(f"campaign {c}: killed {killed['stage']} after {killed['after_s']} s", flush=True)
         diff = differences(reference, snapshot(repo))
+        if diff or failures:  # keep what went wrong for a look
+            kept = Path(tempfile.gettempdir()) / f"calr-faults-campaign{c}"
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(repo, kept, symlinks=True)
+            print(f"campaign {c}: {len(diff)} file(s) differ; the project is kept in {kept}", flush=True)
         out.append({"campaign": c, "kills": kills, "lock_lost_after": lock_lost, "failures": failures, "differing": diff,
                     "seconds": round(time.monotonic() - t0, 1)})
         shutil.rmtree(repo)

@@ -37,7 +37,7 @@ class Data:
 
 @dataclass(frozen=True)
 class Model:
-    arch: Literal["resnet50", "resnet18", "resnet50_ibn_a"] = "resnet50"
+    arch: Literal["resnet50", "resnet18", "resnet50_ibn_a", "mobilenet_v2"] = "resnet50"
     pooling: Literal["gem", "avg"] = "gem"
     weights: str = "imagenet"            # imagenet | none | source (the pretrain stage) | a file
     height: int = 256
@@ -100,7 +100,7 @@ class Cluster:
     pivot_rule: Literal["reference", "argmax"] = "reference"
     decay: Literal["constant", "cosine"] = "constant"
     decay_rounds: int = 50               # cosine: R of 0.5 (1 + cos(pi r / 3R)), the paper's schedule length
-    seed: int = 1
+    seed: int = 1                        # Infomap's --seed and refinement's; the reference leaves Infomap at its own 123
     knn: Literal["exact", "ivf", "hnsw"] = "exact"  # approximate (faiss) for 100k+ images
     knn_nprobe: int = 16                 # ivf: cells scanned per query
     knn_ef: int = 128                    # hnsw: search beam
@@ -149,6 +149,7 @@ class Evaluate:
     rerank_k1: int = 20
     rerank_k2: int = 6
     rerank_lambda: float = 0.3
+    rerank_form: Literal["zhong", "cluster-contrast"] = "zhong"  # published | the clustering's Jaccard
     picture_queries: int = 6
 
 

