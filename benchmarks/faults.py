@@ -11,7 +11,10 @@
   with no kill. The finished project must equal the uninterrupted one byte for byte. A kill
   inside DVC's own rewrite of dvc.lock can leave it empty, and `dvc repro` then refuses to run;
   the campaign does what the README tells a user (delete dvc.lock, run again: DVC's run cache
-  restores the finished stages) and records it as ``lock_lost_after``.
+  restores the finished stages) and records it as ``lock_lost_after``; a kill inside DVC's write
+  of ``.dvc/tmp/rwlock`` (its lock of running stages) makes every later `dvc repro` refuse with
+  "Unable to read RWLock-file": the campaign deletes that file (no stage runs after a kill) and
+  records ``rwlock_lost_after``.
 - bad inputs: each case damages one input of a finished project (a hard-linked copy: damage
   replaces files, never edits them in place), runs one stage, and checks exit code 2, exactly
   one line on stderr naming the file or key, no new or changed artifact.
@@ -48,6 +51,7 @@ from tests.project import TINY, make_project, run
 RESULTS = Path(__file__).parent / "results" / "faults.json"
 RUNNING = re.compile(r"Running stage '([^']+)'")
 LOCK_CUT = "dvc.lock' validation failed"  # DVC rewrites dvc.lock in place: a kill can leave it empty
+RWLOCK_CUT = "Unable to read RWLock-file"  # so it does .dvc/tmp/rwlock, its lock of running stages
 
 
 def kind(stage: str) -> str:
@@ -152,7 +156,7 @@ def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float
         repo = scratch / f"campaign{c}"
         repo.mkdir()
         env, dvc = make_project(repo, TINY)
-        rng, hit, kills, failures, lock_lost = random.Random(c), {k: 0 for k in kinds}, [], [], []
+        rng, hit, kills, failures, lock_lost, rwlock_lost = random.Random(c), {k: 0 for k in kinds}, [], [], [], []
         t0 = time.monotonic()
         for _ in range(3 * per_kind * len(kinds)):
             try:
@@ -162,6 +166,11 @@ def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float
                     # the kill landed in DVC's own rewrite of dvc.lock: do what the README says
                     lock_lost.append(kills[-1]["stage"])
                     (repo / "dvc.lock").unlink()
+                    continue
+                if RWLOCK_CUT in str(exc) and len(rwlock_lost) < len(kills):
+                    # the kill landed in DVC's write of its rwlock file: no stage runs any more
+                    rwlock_lost.append(kills[-1]["stage"])
+                    (repo / ".dvc" / "tmp" / "rwlock").unlink()
                     continue
                 failures.append(str(exc)[-1500:])
                 break
@@ -176,7 +185,8 @@ def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float
             shutil.rmtree(kept, ignore_errors=True)
             shutil.copytree(repo, kept, symlinks=True)
             print(f"campaign {c}: {len(diff)} file(s) differ; the project is kept in {kept}", flush=True)
-        out.append({"campaign": c, "kills": kills, "lock_lost_after": lock_lost, "failures": failures, "differing": diff,
+        out.append({"campaign": c, "kills": kills, "lock_lost_after": lock_lost,
+                    "rwlock_lost_after": rwlock_lost, "failures": failures, "differing": diff,
                     "seconds": round(time.monotonic() - t0, 1)})
         shutil.rmtree(repo)
     per_kind = {k: sum(kl["kind"] == k for o in out for kl in o["kills"]) for k in kinds}
