@@ -1,13 +1,16 @@
 """CALR against its Cluster-Contrast-style baseline, the ablations between them and the supervised
-upper bound, on several seed pairs of synthetic worlds (`make compare`).
+upper bound, on several seed pairs of synthetic worlds (`make compare`, `make compare-usl`).
 
-    python -m benchmarks.compare [--seeds 1:7 2:8 3:9] [--variants baseline ... supervised]
-        [--dbscan-eps 0.5 0.6 0.7] [-S section.key=value ...] [--out FILE]
+    python -m benchmarks.compare [--setting uda|usl] [--seeds 1:7 2:8 3:9] [--variants ...]
+        [--baseline FILE] [-S section.key=value ...] [--out FILE]
+    python -m benchmarks.compare --tune [--setting uda|usl] [--seeds 4:10]
 
-Each seed pair D:S renders the target world `data.synth_seed=D` and pretrains on the source world
-`source.synth_seed=S`; every variant of that pair starts from the same source model and the same
-phase-1 local labels. The stages run in-process, as the very functions `dvc repro` calls, with
-params.yaml plus the variant's overrides:
+Each seed pair D:S renders the target world `data.synth_seed=D` and, in the UDA setting,
+pretrains on the source world `source.synth_seed=S`; in the USL setting (the paper's) the start
+is ImageNet MobileNetV2 and no label is used anywhere. Every variant of a pair starts from the
+same model and the same phase-1 local labels. The stages run in-process, as the very functions
+`dvc repro` calls (`calr-stage intra`, then each round's steps), with params.yaml plus the
+setting's and the variant's overrides:
 
     baseline   DBSCAN on the Jaccard distance, no refinement, no cluster weights, no camera alignment
     infomap    + Infomap instead of DBSCAN
@@ -16,15 +19,17 @@ params.yaml plus the variant's overrides:
     calr       + camera alignment (full CALR)
     supervised the true identities as labels, same rounds and iterations (upper bound)
 
-The baseline's DBSCAN eps is tuned first on the first seed pair (the value with the best
-last-round mAP is kept for all pairs). Writes benchmarks/results/compare.json: {"runs": [{variant,
-seed, mAP, rank1, pl_f, nmi, round, rounds: [...]}, ...], "dbscan_eps": {...}, ...} and prints
-a table of means +- std.
+`--tune` runs the baseline's grid (Jaccard k1 x DBSCAN eps, then k2 and min_samples around the
+best) on a tuning seed pair that the comparison does not report, and writes
+benchmarks/results/baseline-tuning[-usl].json: {"tuning_seed", "grid": [{k1, k2, eps,
+min_samples, mAP}, ...], "chosen": {...}}. The comparison reads "chosen" from that file for its
+baseline; CALR keeps the paper's defaults (params.yaml). The comparison writes
+benchmarks/results/compare[-usl].json: {"runs": [{variant, seed, mAP, rank1, pl_f, nmi, round,
+rounds: [...]}, ...], "overrides": [...], "baseline": {...}} and prints a table of means +- std.
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import shutil
@@ -36,6 +41,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+# The settings on top of params.yaml (which runs the UDA demo): `dvc exp run -S ...` with these
+# runs the same setting through the DAG.
+SETTINGS: dict[str, list[str]] = {
+    "uda": [],
+    "usl": ["model.arch=mobilenet_v2", "model.weights=imagenet", "model.height=64", "model.width=32"],
+}
 VARIANTS: dict[str, list[str]] = {
     "baseline": ["cluster.method=dbscan", "cluster.refine=false", "train.weights_from=-1",
                  "train.camera_rounds=0"],
@@ -45,64 +56,57 @@ VARIANTS: dict[str, list[str]] = {
     "calr": [],
     "supervised": ["train.weights_from=-1", "train.camera_rounds=0"],
 }
+GRID_K1, GRID_EPS = (15, 20, 30), (0.4, 0.5, 0.6, 0.7)   # first pass, at k2 6, min_samples 4
+GRID_K2, GRID_MIN_SAMPLES = (3, 10), (2, 8)              # second pass, around the best (k1, eps)
 
 
-def call(fn, **kwargs) -> None:
-    """Run a stage function in-process with its command-line defaults for what is not given."""
-    for name, prm in inspect.signature(fn).parameters.items():
-        if name not in kwargs:
-            default = getattr(prm.default, "default", prm.default)
-            kwargs[name] = None if default is ... else default
-    fn(**kwargs)
+def baseline_overrides(g: dict) -> list[str]:
+    return [f"cluster.dbscan_k1={g['k1']}", f"cluster.dbscan_k2={g['k2']}",
+            f"cluster.dbscan_eps={g['eps']}", f"cluster.dbscan_min_samples={g['min_samples']}"]
 
 
 class Run:
     """One artifacts folder, one params file, one list of overrides: the DAG's stages in order."""
 
     def __init__(self, artifacts: Path, params: Path, overrides: list[str]):
-        self.kw = dict(artifacts=artifacts, params=params, set_=overrides)
         from calr_core.config import load_params
+        self.kw = dict(artifacts=artifacts, params=params, set_=overrides)
         self.p = load_params(params, overrides)
         self.artifacts = artifacts
 
     def shared(self, world: Path) -> None:
         """synth, prepare, pretrain, phase 1, the phase-2 start model and its evaluation."""
-        from calr_stages import cluster_intra as ci
-        from calr_stages import evaluate as ev
-        from calr_stages import extract, init, prepare, pretrain, synth, train
+        from calr_stages import evaluate, init, prepare, pretrain, rounds, synth
+        from calr_stages._common import call
         call(synth.synth, out=world, **{k: v for k, v in self.kw.items() if k != "artifacts"})
-        call(prepare.prepare, **self.kw)
-        call(pretrain.pretrain, **self.kw)
+        for fn in (prepare.prepare, pretrain.pretrain):
+            call(fn, **self.kw)
         for cam in self.p.data.cameras:
-            call(init.init, cam=cam, **self.kw)
-            for r in self.p.intra.rounds:
-                call(extract.extract, rnd=r.id, cam=cam, **self.kw)
-                call(ci.cluster_intra, cam=cam, rnd=r.id, **self.kw)
-                call(train.train, rnd=r.id, cam=cam, **self.kw)
-            call(ci.select_local, cam=cam, **self.kw)
+            call(rounds.intra, cam=cam, **self.kw)
         call(init.init, **self.kw)
-        call(ev.evaluate, source=True, **self.kw)
+        call(evaluate.evaluate, source=True, **self.kw)
 
     def phase2(self, supervised: bool = False) -> list[dict]:
         """Every phase-2 round; returns the rounds' metrics and cluster summaries."""
-        from calr_stages import cluster_global as cg
-        from calr_stages import evaluate as ev
-        from calr_stages import extract, train
-        layout_rows = []
+        from calr_stages import rounds
+        from calr_stages._common import call
+        from calr_stages.cluster_global import cluster_global
+        out = []
         for r in self.p.rounds:
-            call(extract.extract, rnd=r.id, **self.kw)
             if supervised:
-                self._true_labels(r.id)
+                for step in rounds.ROUND_STEPS:
+                    if step is cluster_global:
+                        self._true_labels(r.id)
+                    else:
+                        call(step, rnd=r.id, **self.kw)
             else:
-                call(cg.cluster_global, rnd=r.id, **self.kw)
-            call(train.train, rnd=r.id, **self.kw)
-            call(ev.evaluate, rnd=r.id, **self.kw)
+                call(rounds.round_, rnd=r.id, **self.kw)
             m = json.loads((self.artifacts / "metrics" / f"round{r.id}.json").read_text())
             summary = self.artifacts / "phase2" / f"round{r.id}" / "cluster_summary.json"
             if summary.is_file():
                 m["summary"] = json.loads(summary.read_text())
-            layout_rows.append(m)
-        return layout_rows
+            out.append(m)
+        return out
 
     def _true_labels(self, rnd: int) -> None:
         """Pseudo labels = the true identities (the supervised upper bound; no clustering)."""
@@ -127,75 +131,122 @@ def row(variant: str, seed: str, rounds: list[dict], source: dict, **extra) -> d
     last = rounds[-1]
     return {"variant": variant, "seed": seed, "mAP": last["mAP"], "rank1": last["Rank-1"],
             "pl_f": last.get("pl_pairwise_f"), "nmi": last.get("pl_nmi"), "round": last["round"],
-            "source_mAP": source["mAP"], **extra,
-            "rounds": rounds}
+            "source_mAP": source["mAP"], **extra, "rounds": rounds}
+
+
+def describe(name: str, rounds: list[dict], seconds: float) -> str:
+    line = f"{name}: mAP by round " + ", ".join(f"{100 * r['mAP']:.1f}" for r in rounds)
+    if rounds[0].get("pl_pairwise_f") is not None:
+        line += "; pseudo-label F " + ", ".join(f"{100 * r['pl_pairwise_f']:.1f}" for r in rounds)
+    return line + f" ({seconds:.0f} s)"
+
+
+class Pair:
+    """One seed pair's shared start (kept under `work`) and the variants run from it."""
+
+    def __init__(self, work: Path, pair: str, params: Path, overrides: list[str], reuse: bool):
+        target, source = pair.split(":")
+        self.pair, self.base, self.params = pair, work / f"seed{target}-{source}", params
+        self.common = [*overrides, f"data.synth_seed={target}", f"source.synth_seed={source}",
+                       f"data.root={self.base / 'world'}"]
+        t0 = time.perf_counter()
+        if not (reuse and (self.base / "shared" / "metrics" / "source.json").is_file()):
+            Run(self.base / "shared", params, self.common).shared(self.base / "world")
+        self.source = json.loads((self.base / "shared" / "metrics" / "source.json").read_text())
+        print(f"[{pair}] start model: mAP {100 * self.source['mAP']:.1f} ({time.perf_counter() - t0:.0f} s)",
+              flush=True)
+
+    def run(self, name: str, extra: list[str], keep: bool, supervised: bool = False) -> tuple[list[dict], float]:
+        t0 = time.perf_counter()
+        art = self.base / name
+        shutil.rmtree(art, ignore_errors=True)
+        shutil.copytree(self.base / "shared", art)
+        rounds = Run(art, self.params, self.common + extra).phase2(supervised=supervised)
+        seconds = time.perf_counter() - t0
+        print(f"[{self.pair}] " + describe(name, rounds, seconds), flush=True)
+        if not keep:
+            shutil.rmtree(art, ignore_errors=True)
+        return rounds, seconds
+
+
+def tune(pair: Pair, keep: bool) -> tuple[dict, list[dict]]:
+    """The baseline's grid on the tuning pair: k1 x eps, then k2 and min_samples at the best."""
+    grid = []
+
+    def score(g: dict) -> None:
+        if any(all(h[k] == g[k] for k in g) for h in grid):
+            return
+        name = "baseline-k1{k1}-k2{k2}-eps{eps}-ms{min_samples}".format(**g)
+        rounds, seconds = pair.run(name, [*VARIANTS["baseline"], *baseline_overrides(g)], keep)
+        grid.append({**g, "mAP": rounds[-1]["mAP"], "pl_f": rounds[-1].get("pl_pairwise_f"),
+                     "mAP_by_round": [r["mAP"] for r in rounds], "seconds": round(seconds, 1)})
+
+    for k1 in GRID_K1:
+        for eps in GRID_EPS:
+            score({"k1": k1, "k2": 6, "eps": eps, "min_samples": 4})
+    best = max(grid, key=lambda g: g["mAP"])
+    for k2 in GRID_K2:
+        score({**{k: best[k] for k in ("k1", "eps", "min_samples")}, "k2": k2})
+    for ms in GRID_MIN_SAMPLES:
+        score({**{k: best[k] for k in ("k1", "eps", "k2")}, "min_samples": ms})
+    best = max(grid, key=lambda g: g["mAP"])
+    return {k: best[k] for k in ("k1", "k2", "eps", "min_samples")} | {"mAP": best["mAP"]}, grid
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", nargs="+", default=["1:7", "2:8", "3:9"], help="target:source world seeds")
+    ap.add_argument("--setting", choices=list(SETTINGS), default="uda",
+                    help="uda: from the source model (params.yaml's demo); usl: from ImageNet, no labels")
+    ap.add_argument("--tune", action="store_true", help="tune the baseline on --seeds (one pair)")
+    ap.add_argument("--seeds", nargs="+", default=None,
+                    help="target:source world seeds (default 1:7 2:8 3:9; with --tune 4:10)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--dbscan-eps", nargs="+", type=float, default=[0.5, 0.6, 0.7],
-                    help="baseline eps values tried on the first seed pair")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="the tuning file whose 'chosen' the baseline uses (default: the setting's)")
     ap.add_argument("--set", "-S", dest="overrides", action="append", default=[])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    ap.add_argument("--out", type=Path, default=RESULTS / "compare.json")
+    ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--keep", type=Path, default=None, help="keep the artifacts under this folder")
     ap.add_argument("--reuse", action="store_true",
-                    help="with --keep: reuse a seed pair's kept source model and phase 1")
+                    help="with --keep: reuse a seed pair's kept start model and phase 1")
     args = ap.parse_args()
     os.environ.setdefault("CALR_LOG", "WARNING")
+    suffix = "" if args.setting == "uda" else f"-{args.setting}"
+    tuning_file = args.baseline or RESULTS / f"baseline-tuning{suffix}.json"
+    out = args.out or (tuning_file if args.tune else RESULTS / f"compare{suffix}.json")
+    seeds = args.seeds or (["4:10"] if args.tune else ["1:7", "2:8", "3:9"])
+    overrides = [*SETTINGS[args.setting], *args.overrides]
+    if args.tune and len(seeds) != 1:
+        ap.error("--tune takes one seed pair (the tuning pair, not one the comparison reports)")
     t_all = time.perf_counter()
-    runs, eps_scores = [], {}
     work = Path(args.keep or tempfile.mkdtemp(prefix="calr-compare-"))
     try:
-        for k, pair in enumerate(args.seeds):
-            target, source = pair.split(":")
-            base = work / f"seed{target}-{source}"
-            common = [*args.overrides, f"data.synth_seed={target}", f"source.synth_seed={source}",
-                      f"data.root={base / 'world'}"]
-            t0 = time.perf_counter()
-            shared = Run(base / "shared", args.params, common)
-            if not (args.reuse and (base / "shared" / "metrics" / "source.json").is_file()):
-                shared.shared(base / "world")
-            src = json.loads((base / "shared" / "metrics" / "source.json").read_text())
-            print(f"[{pair}] source model: mAP {100 * src['mAP']:.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-            todo = [(v, VARIANTS[v]) for v in args.variants]
-            if "baseline" in args.variants and k == 0 and len(args.dbscan_eps) > 1:
-                todo = [(f"baseline@{e}", [*VARIANTS["baseline"], f"cluster.dbscan_eps={e}"])
-                        for e in args.dbscan_eps] + [t for t in todo if t[0] != "baseline"]
-            for name, extra in todo:
-                t0 = time.perf_counter()
-                art = base / name
-                shutil.rmtree(art, ignore_errors=True)
-                shutil.copytree(base / "shared", art)
-                rounds = Run(art, args.params, common + extra).phase2(supervised=name == "supervised")
-                variant, info = name, {}
-                if name.startswith("baseline@"):
-                    variant, info = "baseline", {"dbscan_eps": float(name.split("@")[1])}
-                    eps_scores[info["dbscan_eps"]] = rounds[-1]["mAP"]
-                runs.append(row(variant, pair, rounds, src, seconds=round(time.perf_counter() - t0, 1), **info))
-                print(f"[{pair}] {name}: mAP by round " + ", ".join(f"{100 * r['mAP']:.1f}" for r in rounds)
-                      + (f"; pseudo-label F " + ", ".join(f"{100 * r['pl_pairwise_f']:.1f}" for r in rounds)
-                         if rounds[0].get("pl_pairwise_f") is not None else "")
-                      + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
-                if not args.keep and name != "shared":
-                    shutil.rmtree(art, ignore_errors=True)
-            if eps_scores and k == 0:  # keep the best eps only, for this and the other pairs
-                best = max(eps_scores, key=eps_scores.get)
-                runs = [r for r in runs if r["variant"] != "baseline" or r.get("dbscan_eps") == best]
-                VARIANTS["baseline"] = [*VARIANTS["baseline"], f"cluster.dbscan_eps={best}"]
-                print(f"baseline: dbscan_eps {best} kept (last-round mAP by eps: "
-                      + ", ".join(f"{e}: {100 * m:.1f}" for e, m in eps_scores.items()) + ")", flush=True)
+        if args.tune:
+            chosen, grid = tune(Pair(work, seeds[0], args.params, overrides, args.reuse), bool(args.keep))
+            result = {"tuning_seed": seeds[0], "setting": args.setting, "overrides": overrides,
+                      "grid": grid, "chosen": chosen}
+            print(f"baseline chosen: {chosen}")
+        else:
+            chosen = json.loads(tuning_file.read_text())["chosen"] if tuning_file.is_file() else None
+            if chosen:
+                VARIANTS["baseline"] = [*VARIANTS["baseline"], *baseline_overrides(chosen)]
+            elif "baseline" in args.variants:
+                print(f"warning: {tuning_file} not found: the baseline runs at params.yaml's values", flush=True)
+            runs = []
+            for pair in seeds:
+                shared = Pair(work, pair, args.params, overrides, args.reuse)
+                for name in args.variants:
+                    rounds, seconds = shared.run(name, VARIANTS[name], bool(args.keep), name == "supervised")
+                    runs.append(row(name, pair, rounds, shared.source, seconds=round(seconds, 1)))
+            result = {"runs": runs, "setting": args.setting, "overrides": overrides, "baseline": chosen}
+            print(table(runs))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"runs": runs, "dbscan_eps_tried": eps_scores,
-                                    "overrides": args.overrides, "seconds": round(time.perf_counter() - t_all)},
-                                   indent=1) + "\n")
-    print(table(runs))
-    print(f"wrote {args.out} ({time.perf_counter() - t_all:.0f} s)")
+    result["seconds"] = round(time.perf_counter() - t_all)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out} ({result['seconds']} s)")
 
 
 def table(runs: list[dict]) -> str:

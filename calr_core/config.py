@@ -96,6 +96,7 @@ class Cluster:
     dbscan_eps: float = 0.6
     dbscan_k1: int = 30                  # Jaccard k1/k2 for the DBSCAN baseline
     dbscan_k2: int = 6
+    dbscan_min_samples: int = 4          # DBSCAN's min_samples (Cluster-Contrast: 4)
     refine: bool = True
     pivot_rule: Literal["reference", "argmax"] = "reference"
     decay: Literal["constant", "cosine"] = "constant"

@@ -60,7 +60,7 @@ def cluster_global(features: np.ndarray, camids: np.ndarray, local_labels: np.nd
                    n_cams: int, rnd: int, n_rounds: int,
                    method: Literal["infomap", "dbscan"] = "infomap", k1: int = 15, k2: int = 4,
                    eps: float = 0.5, dbscan_eps: float = 0.6, dbscan_k1: int = 30,
-                   dbscan_k2: int = 6, refine: bool = True,
+                   dbscan_k2: int = 6, dbscan_min_samples: int = 4, refine: bool = True,
                    pivot_rule: Literal["reference", "argmax"] = "reference",
                    decay_schedule: Literal["constant", "cosine"] = "constant",
                    seed: int = 1, knn: KnnIndex = "exact", knn_nprobe: int = 16,
@@ -82,7 +82,7 @@ def cluster_global(features: np.ndarray, camids: np.ndarray, local_labels: np.nd
         raw, density = result.labels, result.density
     else:
         raw = dbscan(jaccard_distance(features, k1=dbscan_k1, k2=dbscan_k2),
-                     eps=dbscan_eps, min_samples=k2)
+                     eps=dbscan_eps, min_samples=dbscan_min_samples)
         density = np.zeros(len(raw), np.float32)  # DBSCAN has no density score: no pivots
     n_clusters = int(raw.max()) + 1 if (raw >= 0).any() else 0
     pivots = select_pivots(raw, density, rule=pivot_rule) if n_clusters else np.zeros(0, np.int64)

@@ -43,6 +43,7 @@ def cluster_global(
         n_cams=len(p.data.cameras),
         rnd=rnd, n_rounds=c.decay_rounds, method=c.method, k1=c.k1, k2=c.k2,
         eps=c.eps, dbscan_eps=c.dbscan_eps, dbscan_k1=c.dbscan_k1, dbscan_k2=c.dbscan_k2,
+        dbscan_min_samples=c.dbscan_min_samples,
         refine=c.refine, pivot_rule=c.pivot_rule, decay_schedule=c.decay, seed=c.seed, knn=c.knn,
         knn_nprobe=c.knn_nprobe, knn_ef=c.knn_ef)
     pseudo = pd.concat([frame[["image_id", "camid"]], pseudo], axis=1)

@@ -284,6 +284,22 @@ def test_cluster_global_without_refinement():
     np.testing.assert_allclose(got.weight.to_numpy(), brute_weights(glob.tolist(), camids), rtol=1e-6, atol=1e-7)
 
 
+def test_cluster_global_dbscan_uses_its_own_settings():
+    """The baseline: DBSCAN(eps, min_samples) on the Jaccard distance of (dbscan_k1, dbscan_k2),
+    none of them Infomap's k1/k2; checked against scikit-learn on the dense reference distance."""
+    from sklearn.cluster import DBSCAN
+    x, truth, camids = camera_world(seed=1)
+    for k1, k2, eps, ms in [(20, 6, 0.6, 4), (12, 3, 0.5, 9), (20, 6, 0.6, 30)]:
+        got = cluster_global(x, camids, None, n_cams=3, rnd=0, n_rounds=50, method="dbscan", k1=99,
+                             k2=99, dbscan_k1=k1, dbscan_k2=k2, dbscan_eps=eps, dbscan_min_samples=ms,
+                             refine=False)
+        want = DBSCAN(eps=eps, min_samples=ms, metric="precomputed").fit_predict(
+            reference_jaccard(x, k1=k1, k2=k2))
+        assert (got.global_label.to_numpy()[:, None] == got.global_label.to_numpy()[None]).tolist() \
+            == (want[:, None] == want[None]).tolist()
+        assert ((got.global_label < 0) == (want < 0)).all()
+
+
 def test_cluster_global_outliers_get_weight_zero():
     x, truth, camids = camera_world(seed=2)
     stray = np.random.default_rng(7).standard_normal((3, x.shape[1])).astype(np.float32)
