@@ -255,7 +255,14 @@ def _params_typo(repo: Path) -> None:
 
 
 def _first_image(repo: Path) -> str:
-    return str(sorted((repo / "data/synth/bounding_box_train").glob("*.jpg"))[0].relative_to(repo))
+    """The project's first training image (of data.root, a folder or a manifest), relative to it."""
+    from calr_core.config import load_params
+    from calr_core.data.datasets import read_dataset
+    data = load_params(repo / "params.yaml").data
+    root = repo / data.root
+    frame = read_dataset(data.dataset, root, check_images=False)
+    base = root.parent if data.dataset == "manifest" else root
+    return str((base / frame.path.iloc[0]).relative_to(repo))
 
 
 def _image(how: str) -> Callable[[Path], None]:

@@ -235,6 +235,21 @@ def parse_params(raw: dict | None) -> Params:
         raise ParamsError(f"params: {exc}") from None
 
 
+def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...], where: str = "params") -> dict:
+    """``raw`` (plain params data, changed in place) with each ``section.key=value`` set, the
+    value parsed as YAML; checking is parse_params's."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2:
+            raise ParamsError(f"--set {item!r}: expected section.key=value, e.g. train.lr=0.0001")
+        raw.setdefault(parts[0], {})
+        if not isinstance(raw[parts[0]], dict):
+            raise ParamsError(f"{where}: section {parts[0]!r} must be a mapping")
+        raw[parts[0]][parts[1]] = yaml.safe_load(value)
+    return raw
+
+
 def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
     """Load ``path`` (None: the defaults above) and apply ``section.key=value`` overrides
     (values parsed as YAML)."""
@@ -248,15 +263,7 @@ def load_params(path: str | Path | None = "params.yaml", overrides: list[str] | 
         except yaml.YAMLError as exc:
             raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     path = path or "defaults"
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) != 2:
-            raise ParamsError(f"--set {item!r}: expected section.key=value, e.g. train.lr=0.0001")
-        raw.setdefault(parts[0], {})
-        if not isinstance(raw[parts[0]], dict):
-            raise ParamsError(f"{path}: section {parts[0]!r} must be a mapping")
-        raw[parts[0]][parts[1]] = yaml.safe_load(value)
+    raw = apply_overrides(raw, overrides, str(path))
     try:
         return parse_params(raw)
     except ParamsError as exc:

@@ -15,6 +15,8 @@ def synth(
                                        "Replaced only if an earlier `synth` wrote it."),
     seed: Optional[int] = typer.Option(None, help="World seed (default: params data.synth_seed)."),
     size: Optional[str] = typer.Option(None, help="Preset size: tiny | demo | market (default: params data.synth_size)."),
+    only_for_data: bool = typer.Option(False, "--only-for-data", help="Render only when params data.root "
+                                       "is OUT (the DAG's use); else write a placeholder folder, in no time."),
     params: Path = PARAMS_OPT,
     set_: Optional[List[str]] = SET_OPT,
 ) -> None:
@@ -26,6 +28,11 @@ def synth(
     out, seed, size = pick(out, Path(p.data.root)), pick(seed, p.data.synth_seed), pick(size, p.data.synth_size)
     if size not in SIZES:
         raise ValueError(f"--size {size!r}: expected one of {', '.join(SIZES)}")
+    if only_for_data and Path(p.data.root).resolve() != out.resolve():
+        with atomic_dir(out, marker="synth") as tmp:
+            (tmp / "NOT_USED.txt").write_text(f"data.root is {p.data.root}: no synthetic world is needed\n")
+        echo(f"{out}: not rendered (data.root is {p.data.root!r})")
+        return
     with atomic_dir(out, marker="synth") as tmp:
         summary = render_world(tmp, seed=seed, size=size)
     echo(f"synthetic world ({size}, seed {seed}) in {out}: " +

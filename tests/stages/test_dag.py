@@ -13,26 +13,27 @@ from tests.project import TINY, make_project, run
 pytestmark = pytest.mark.slow
 
 CAMERAS = {0: 0, 1: 2, 2: 5}  # the synthetic world's cameras as a network's non-contiguous ids
-WORLD = {"data": {**TINY["data"], "cameras": list(CAMERAS.values()), "dataset": "manifest",
-                  "root": "world.csv"}}
 
 
-def _world_manifest(repo, scratch, seed):
-    """world.csv: the images the DAG's `synth` stage renders into data/synth, with cameras
-    renumbered by CAMERAS (a manifest file, as a user's own camera network would bring)."""
+def _world_manifest(scratch, seed) -> dict:
+    """A user's own camera network: scratch/world/ holds a tiny synthetic world's images and
+    scratch/world.csv lists them, with cameras renumbered by CAMERAS. Returns the data section
+    that points the project at it (no dvc.yaml edit; test_configure has data outside the project)."""
     from calr_core.data.datasets import read_dataset
     from calr_core.data.synth import render_world
-    render_world(scratch, seed=seed, size="tiny")
-    frame = read_dataset("market1501", scratch, check_images=False)
-    frame = frame.assign(path="data/synth/" + frame.path, camid=frame.camid.map(CAMERAS))
-    frame[["image_id", "path", "camid", "split", "pid"]].to_csv(repo / "world.csv", index=False)
+    render_world(scratch / "world", seed=seed, size="tiny")
+    frame = read_dataset("market1501", scratch / "world", check_images=False)
+    frame = frame.assign(path="world/" + frame.path, camid=frame.camid.map(CAMERAS))
+    frame[["image_id", "path", "camid", "split", "pid"]].to_csv(scratch / "world.csv", index=False)
+    return {"data": {**TINY["data"], "cameras": list(CAMERAS.values()), "dataset": "manifest",
+                     "root": "world.csv"}}
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dag")
-    _world_manifest(repo, tmp_path_factory.mktemp("world"), seed=1)
-    env, dvc = make_project(repo, {**TINY, **WORLD})
+    world = _world_manifest(repo, seed=1)
+    env, dvc = make_project(repo, {**TINY, **world})
     assert load_params(repo / "params.yaml").data.synth_seed == 1
     out = run(dvc + ["repro"], repo, env)
     return repo, env, dvc, out
