@@ -10,7 +10,7 @@
   `intra` or `round` stage lands in any of its steps), then re-runs, until `dvc repro` finishes
   with no kill. The finished project must equal the uninterrupted one byte for byte. A kill
   inside DVC's own rewrite of dvc.lock can leave it empty, and `dvc repro` then refuses to run;
-  the campaign does what the README tells a user (delete dvc.lock, run again: DVC's run cache
+  the campaign does what docs/reliability.md tells a user (delete dvc.lock, run again: DVC's run cache
   restores the finished stages) and records it as ``lock_lost_after``; a kill inside DVC's write
   of ``.dvc/tmp/rwlock`` (its lock of running stages) makes every later `dvc repro` refuse with
   "Unable to read RWLock-file": the campaign deletes that file (no stage runs after a kill) and
@@ -18,7 +18,7 @@
 - bad inputs: each case damages one input of a finished project (a hard-linked copy: damage
   replaces files, never edits them in place), runs one stage, and checks exit code 2, exactly
   one line on stderr naming the file or key, no new or changed artifact.
-Writes benchmarks/results/faults.json and prints the tables (README "Reliability").
+Writes benchmarks/results/faults.json and prints the tables (docs/reliability.md "Crashes and resuming").
 """
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def crashes(scratch: Path, reference: dict[str, str], durations: dict[str, float
                 killed, _, _ = repro(repo, env, dvc, lambda s: hit[kind(s)] < per_kind, durations, rng)
             except RuntimeError as exc:  # a re-run that does not finish: the fault we look for
                 if LOCK_CUT in str(exc) and len(lock_lost) < len(kills):
-                    # the kill landed in DVC's own rewrite of dvc.lock: do what the README says
+                    # the kill landed in DVC's own rewrite of dvc.lock: do what docs/reliability.md says
                     lock_lost.append(kills[-1]["stage"])
                     (repo / "dvc.lock").unlink()
                     continue

@@ -1,7 +1,8 @@
 """Pseudo labels of one round: phase 1 (per camera) and phase 2 (global + refinement).
 
-These compose the clustering engine into the two labelling steps of METHOD.md; stages call
-them with arrays read through ``calr_core.io`` and write what they return.
+These compose the clustering engine into the two labelling steps of the method,
+docs/method.md "Phase 1: intra-camera training" and docs/method.md "Phase 2: inter-camera training";
+stages call them with arrays read through ``calr_core.io`` and write what they return.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A preset is the defaults of ``calr_core.config`` (the paper's values) plus the few keys it sets
 here. The paper's presets carry its schedule written out: 20 intra rounds, 50 phase-2 rounds,
-each starting from the one before (docs/method.md "Settings"). `demo` is the built-in synthetic
+each starting from the one before (docs/datasets.md "Presets"). `demo` is the built-in synthetic
 demo's budget: the repository's params.yaml is `render("demo")` (a test checks it).
 """
 from __future__ import annotations

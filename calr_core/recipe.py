@@ -1,5 +1,6 @@
 """The method's round policy: what a training round of phase 1 or 2 reads, starts from and
-switches on, decided in one place from the params and the round number (METHOD.md).
+switches on, decided in one place from the params and the round number
+(docs/method.md "Phase 1: intra-camera training"; docs/method.md "Phase 2: inter-camera training").
 
 - phase 2, round r: the round's features and pseudo labels; starts from the previous round's
   checkpoint (``rounds[r].prev``); camera-entropy class weights from ``train.weights_from`` on;

@@ -1,5 +1,6 @@
-"""calr_core.labelling: the two labelling steps of METHOD.md (phase 1 per camera, phase 2 global +
-refinement + weights), checked against plain loops written here."""
+"""calr_core.labelling: the two labelling steps, per camera (docs/method.md "Phase 1: intra-camera training")
+and global + refinement + weights (docs/method.md "Phase 2: inter-camera training"), checked against
+plain loops written here."""
 import math
 import re
 

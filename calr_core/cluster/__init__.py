@@ -1,5 +1,6 @@
 """Clustering engine: exact kNN, k-reciprocal Jaccard distance, DBSCAN / agglomerative / Infomap
-clustering, silhouette, and the camera-aware refinement and cluster weights (METHOD.md)."""
+clustering, silhouette, and the camera-aware refinement and cluster weights
+(docs/method.md "Phase 1: intra-camera training"; docs/method.md "Phase 2: inter-camera training")."""
 from calr_core.cluster.clusterers import (
     InfomapResult,
     agglomerative,

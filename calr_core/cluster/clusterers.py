@@ -1,5 +1,6 @@
-"""Clustering on the Jaccard distance or on the kNN graph (METHOD.md phase 1 steps 3 and 5,
-phase 2 steps 2-4, and the Cluster-Contrast DBSCAN baseline)."""
+"""Clustering on the Jaccard distance or on the kNN graph
+(docs/method.md "Phase 1: intra-camera training", steps 3 and 5;
+docs/method.md "Phase 2: inter-camera training", steps 2-4; and the Cluster-Contrast DBSCAN baseline)."""
 from __future__ import annotations
 
 import logging

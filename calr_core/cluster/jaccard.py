@@ -1,5 +1,6 @@
-"""k-reciprocal Jaccard distance as a sparse matrix (METHOD.md "k-reciprocal Jaccard distance";
-phase 1 step 2). Zhong et al. 2017 with the Cluster-Contrast conventions. Array code where an
+"""k-reciprocal Jaccard distance as a sparse matrix (docs/method.md "k-reciprocal Jaccard distance";
+docs/method.md "Phase 1: intra-camera training", step 2).
+Zhong et al. 2017 with the Cluster-Contrast conventions. Array code where an
 array expression says it; compiled numba loops over rows (parallel, each row on its own, so the
 result does not depend on the thread count) where a step is a per-row set operation:
 

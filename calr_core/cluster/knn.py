@@ -1,5 +1,5 @@
-"""Exact inner-product k-nearest neighbours (METHOD.md phase 2 step 2, and the kNN list of the
-k-reciprocal Jaccard distance).
+"""Exact inner-product k-nearest neighbours (docs/method.md "Phase 2: inter-camera training", step 2,
+and the kNN list of docs/method.md "k-reciprocal Jaccard distance").
 
 Backends, all exact:
 - ``blas`` (the CPU default): the search is of the set against itself, so the similarity matrix is

@@ -1,4 +1,5 @@
-"""Camera-aware label refinement and cluster weights (METHOD.md phase 2 steps 5-7). Pure, seeded."""
+"""Camera-aware label refinement and cluster weights (docs/method.md "Phase 2: inter-camera training",
+steps 5-7). Pure, seeded."""
 from __future__ import annotations
 
 import math

@@ -30,7 +30,8 @@ def camera_index(camids, cameras: list[int], what: str) -> np.ndarray:
 
 
 def split(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Rows of one split in manifest order (the 'sorted training order' of METHOD.md)."""
+    """Rows of one split in manifest order: the 'sorted training order' of
+    docs/method.md "Phase 2: inter-camera training", step 5."""
     part = frame[frame.split == name].reset_index(drop=True)
     if part.empty:
         raise ValueError(f"manifest has no {name!r} images")

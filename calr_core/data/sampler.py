@@ -1,4 +1,5 @@
-"""Camera-aware P x K identity sampler (METHOD.md "Shared settings"; phase 2 step 10).
+"""Camera-aware P x K identity sampler (docs/method.md "Shared settings";
+docs/method.md "Phase 2: inter-camera training", step 10).
 
 Each batch holds P = batch_size / K pseudo-identities x K instances. Per identity: a random
 anchor, then K-1 more images of that identity taken from the cameras other than the anchor's

@@ -1,6 +1,6 @@
 """The synthetic camera world: a small Market-1501 where the camera gap is real.
 
-CALR's premise (METHOD.md "Why cameras matter") is that two people under one camera can look
+CALR's premise (docs/method.md "Why cameras matter") is that two people under one camera can look
 closer than one person under two. This world makes that true by construction: identities are
 clothes/body/hair/bag combinations drawn from a small shared palette, and every camera applies
 its own colour cast, exposure, gamma, blur, noise, background and preferred viewpoint (a backpack

@@ -1,4 +1,4 @@
-"""Image transforms (METHOD.md "Shared settings"): train augmentation and test preprocessing.
+"""Image transforms (docs/method.md "Shared settings"): train augmentation and test preprocessing.
 
 Train: resize, horizontal flip, pad + random crop back to size, ImageNet normalisation, random
 erasing (area 0.02-0.4, aspect 0.3-3.3). The pad is the paper's 10 pixels at 256 x 128 and

@@ -1,5 +1,5 @@
 """Evaluation: ranking metrics (mAP, CMC, mINP), bounded-memory feature evaluation, k-reciprocal
-re-ranking, pseudo-label quality and ranked-list pictures (METHOD.md "Evaluation protocol").
+re-ranking, pseudo-label quality and ranked-list pictures (docs/method.md "Evaluation protocol").
 
 Names load on first use (PEP 562), so a clustering stage that only needs ``label_quality``
 does not import torch.

@@ -1,4 +1,4 @@
-"""Evaluate query/gallery features in bounded memory (METHOD.md "Evaluation protocol").
+"""Evaluate query/gallery features in bounded memory (docs/method.md "Evaluation protocol").
 
 Distance: Euclidean distance between L2-normalised features, used squared,
 ``d = ||q - g||^2 = 2 - 2 cos(q, g)`` (clamped at 0 against rounding). The square root is

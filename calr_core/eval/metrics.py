@@ -1,4 +1,4 @@
-"""Ranking metrics of person re-identification: mAP, CMC and mINP (METHOD.md "Evaluation protocol").
+"""Ranking metrics of person re-identification: mAP, CMC and mINP (docs/method.md "Evaluation protocol").
 
 Market-1501 protocol, used for every dataset: for each query the gallery images with the same
 identity AND the same camera are dropped ("junk"); a query with no remaining true match is

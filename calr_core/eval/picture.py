@@ -1,6 +1,6 @@
 """Picture of ranked lists: for a few queries, the query image and its top-k gallery images after
-the same-identity-same-camera removal of the evaluation protocol (METHOD.md "Evaluation
-protocol"), true matches framed green, false ones red, each labelled "#rank distance".
+the same-identity-same-camera removal of the evaluation protocol (docs/method.md "Evaluation protocol"),
+true matches framed green, false ones red, each labelled "#rank distance".
 
 Layout: one row per query; columns = the query, a gap of ``GAP`` pixels, then top_k cells.
 A cell is ``cell = (height, width)`` pixels of image (frame drawn inside it) above a ``LABEL``

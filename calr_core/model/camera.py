@@ -1,4 +1,5 @@
-"""Camera alignment (METHOD.md phase 2 step 9): a camera classifier behind gradient reversal.
+"""Camera alignment: a camera classifier behind gradient reversal
+(docs/method.md "Phase 2: inter-camera training", step 9).
 
 The classifier learns to tell the camera from the feature; the reversed gradient pushes the
 backbone the other way, so features lose what identifies the camera. Used in rounds 0-2 only.

@@ -1,4 +1,5 @@
-"""Feature extraction (METHOD.md phase 1 step 1, phase 2 step 1): eval mode, L2-normalised rows.
+"""Feature extraction: eval mode, L2-normalised rows (docs/method.md "Phase 1: intra-camera training",
+step 1; docs/method.md "Phase 2: inter-camera training", step 1).
 
 On CUDA: bf16 autocast, channels_last, pinned host memory. On CPU: fp32 and deterministic.
 """

@@ -1,5 +1,5 @@
 """IBN-a ResNet-50 (Pan et al., "Two at Once: Enhancing Learning and Generalization Capacities
-via IBN-Net", ECCV 2018): the paper's IBN backbone variant (METHOD.md "Shared settings").
+via IBN-Net", ECCV 2018): the paper's IBN backbone variant (docs/method.md "Shared settings").
 
 Instance normalisation removes per-image appearance (colour cast, contrast), which is much of
 what separates cameras; batch normalisation keeps the content discriminative. IBN-a puts both

@@ -1,4 +1,4 @@
-"""Global pooling of the backbone's feature map (METHOD.md "Shared settings": GeM or average)."""
+"""Global pooling of the backbone's feature map (docs/method.md "Shared settings": GeM or average)."""
 from __future__ import annotations
 
 from typing import Literal

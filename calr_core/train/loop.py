@@ -1,4 +1,5 @@
-"""One training round (METHOD.md phase 2 steps 8-10; phase 1 step 4 with the same function).
+"""One training round (docs/method.md "Phase 2: inter-camera training", steps 8-10; the same function runs
+docs/method.md "Phase 1: intra-camera training", step 4).
 
 The cluster memory is built from the round's features and pseudo labels (outliers are not
 trained on); the model is trained ``iters`` steps on camera-aware P x K batches with the memory

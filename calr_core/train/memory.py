@@ -1,4 +1,5 @@
-"""Cluster memory: one L2-normalised centroid per pseudo-identity (METHOD.md phase 2 step 8).
+"""Cluster memory: one L2-normalised centroid per pseudo-identity
+(docs/method.md "Phase 2: inter-camera training", step 8).
 
 The loss is a class-weighted cross-entropy of the features against all centroids (logits
 f . M^T / tau); after each optimiser step the centroids of the classes in the batch move toward

@@ -1,7 +1,7 @@
 """Source pretraining: the start model of both phases when ``model.weights: source``.
 
-Supervised training with the true identities of a labelled source dataset (METHOD.md "Start
-model"): the UDA setting of MMT / SpCL / OpenUnReID, where a model trained on another labelled
+Supervised training with the true identities of a labelled source dataset (docs/method.md "Start model"):
+the UDA setting of MMT / SpCL / OpenUnReID, where a model trained on another labelled
 set is then adapted to the unlabelled target cameras. The loss is a scaled-cosine classifier
 (cross-entropy of cos(f, w_y) / temp), its weights initialised at the class means of the start
 model's features; it runs through ``train_round`` (memory mode ``learned``), so sampling,

@@ -1,6 +1,7 @@
 """Dense, loop-by-loop k-reciprocal Jaccard distance: the published algorithm (Zhong et al. 2017,
-Cluster-Contrast conventions, METHOD.md), written plainly as the oracle for tests and the
-baseline for benchmarks/bench_jaccard.py. O(N^2) memory: small N only (or one benchmark run).
+Cluster-Contrast conventions, docs/method.md "k-reciprocal Jaccard distance"), written plainly as
+the oracle for tests and the baseline for benchmarks/bench_jaccard.py. O(N^2) memory: small N only
+(or one benchmark run).
 """
 from __future__ import annotations
 

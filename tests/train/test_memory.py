@@ -1,4 +1,5 @@
-"""Cluster memory (METHOD.md phase 2 step 8) against loop-based hand computations."""
+"""Cluster memory (docs/method.md "Phase 2: inter-camera training", step 8) against loop-based
+hand computations."""
 import math
 
 import numpy as np
