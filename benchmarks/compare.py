@@ -169,8 +169,9 @@ class Pair:
         return rounds, seconds
 
 
-def tune(pair: Pair, keep: bool) -> tuple[dict, list[dict]]:
-    """The baseline's grid on the tuning pair: k1 x eps, then k2 and min_samples at the best."""
+def tune(pair: Pair, keep: bool, around: dict | None = None) -> tuple[dict, list[dict]]:
+    """The baseline's grid on the tuning pair: k1 x eps, then k2 and min_samples at the best;
+    ``around`` (another setting's choice): only eps, at its k1, k2 and min_samples."""
     grid = []
 
     def score(g: dict) -> None:
@@ -181,6 +182,11 @@ def tune(pair: Pair, keep: bool) -> tuple[dict, list[dict]]:
         grid.append({**g, "mAP": rounds[-1]["mAP"], "pl_f": rounds[-1].get("pl_pairwise_f"),
                      "mAP_by_round": [r["mAP"] for r in rounds], "seconds": round(seconds, 1)})
 
+    if around is not None:
+        for eps in GRID_EPS:
+            score({**{k: around[k] for k in ("k1", "k2", "min_samples")}, "eps": eps})
+        best = max(grid, key=lambda g: g["mAP"])
+        return {k: best[k] for k in ("k1", "k2", "eps", "min_samples")} | {"mAP": best["mAP"]}, grid
     for k1 in GRID_K1:
         for eps in GRID_EPS:
             score({"k1": k1, "k2": 6, "eps": eps, "min_samples": 4})
@@ -198,6 +204,8 @@ def main() -> None:
     ap.add_argument("--setting", choices=list(SETTINGS), default="uda",
                     help="uda: from the source model (params.yaml's demo); usl: from ImageNet, no labels")
     ap.add_argument("--tune", action="store_true", help="tune the baseline on --seeds (one pair)")
+    ap.add_argument("--tune-eps-around", type=Path, default=None,
+                    help="with --tune: sweep eps only, at this tuning file's chosen k1, k2, min_samples")
     ap.add_argument("--seeds", nargs="+", default=None,
                     help="target:source world seeds (default 1:7 2:8 3:9; with --tune 4:10)")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -222,9 +230,11 @@ def main() -> None:
     work = Path(args.keep or tempfile.mkdtemp(prefix="calr-compare-"))
     try:
         if args.tune:
-            chosen, grid = tune(Pair(work, seeds[0], args.params, overrides, args.reuse), bool(args.keep))
+            around = json.loads(args.tune_eps_around.read_text())["chosen"] if args.tune_eps_around else None
+            chosen, grid = tune(Pair(work, seeds[0], args.params, overrides, args.reuse), bool(args.keep), around)
             result = {"tuning_seed": seeds[0], "setting": args.setting, "overrides": overrides,
-                      "grid": grid, "chosen": chosen}
+                      "grid": grid, "chosen": chosen,
+                      "eps_only_around": str(args.tune_eps_around.name) if around else None}
             print(f"baseline chosen: {chosen}")
         else:
             chosen = json.loads(tuning_file.read_text())["chosen"] if tuning_file.is_file() else None
