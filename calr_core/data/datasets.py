@@ -12,9 +12,9 @@ Every reader returns the same table, the "manifest" of DESIGN.md "Artifacts":
     pid       int64  ground-truth identity, -1 = unknown (used by evaluation only)
 
 Rows are sorted by split (train, query, gallery) then path: this is the "sorted training order"
-that METHOD.md phase 2 step 5 (pivot = member with the highest index) depends on.
+that docs/method.md "Phase 2: inter-camera training", step 5 (pivot = highest-index member) depends on.
 ``df.attrs`` holds ``{"dataset": name, "version": ...}`` ("V1"/"V2" for MSMT17, else "1").
-File-name conventions are those of METHOD.md "Datasets and file names".
+File-name conventions are those of docs/method.md "Datasets and file names".
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def _read_folders(name: str, root: Path) -> list[tuple]:
                 raise DatasetError(f"{root / folder / fname}: file name does not parse; expected "
                                    f"a {name} name like {example}")
             pid = int(m.group(1))
-            if pid == -1:  # Market-1501 junk boxes: dropped at load (METHOD.md)
+            if pid == -1:  # Market-1501 junk: dropped at load (docs/method.md "Datasets and file names")
                 continue
             cam = _camera(root / folder / fname, int(m.group(2)), n_cams)
             rows.append((f"{folder}/{fname}", cam, split, pid))
@@ -174,7 +174,8 @@ def _read_msmt17(root: Path) -> tuple[list[tuple], str]:
 
 def _read_manifest(file: Path, check_images: bool) -> pd.DataFrame:
     """A CSV/Parquet table with ``path, camid`` (0-based) and optional ``pid``, ``split``
-    (default train) and ``image_id``; paths are relative to the manifest's folder."""
+    (default train) and ``image_id``; paths are inside the manifest's folder (no absolute path,
+    no ``..``); a symbolic link in it is followed (a dataset linked into place)."""
     suffix = file.suffix.lower()
     if not file.is_file():
         raise DatasetError(f"{file}: missing manifest file; expected a .csv or .parquet file")
@@ -206,8 +207,9 @@ def _read_manifest(file: Path, check_images: bool) -> pd.DataFrame:
     df["path"] = [PurePosixPath(Path(p).as_posix()).as_posix() for p in df["path"]]
     base = file.parent
     for rel in df["path"]:
-        if PurePosixPath(rel).is_absolute():
-            raise DatasetError(f"{file}: path {rel!r} is absolute; expected relative to {base}")
+        if PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
+            raise DatasetError(f"{file}: path {rel!r} leaves the manifest's folder; expected a path "
+                               f"inside {base} (move the manifest up, or link the images in)")
         if not (base / rel).is_file():
             raise DatasetError(f"{base / rel}: missing image listed in {file.name}")
         if Path(rel).suffix.lower() not in IMAGE_SUFFIXES:

@@ -1,6 +1,6 @@
 """The re-ID network: ResNet trunk (last stride 1) -> GeM/avg pooling -> BN neck -> L2 norm.
 
-METHOD.md "Shared settings": ImageNet-initialised ResNet-50 (or IBN-a ResNet-50), last stride 1,
+docs/method.md "Shared settings": ImageNet-initialised ResNet-50 (or IBN-a ResNet-50), last stride 1,
 GeM (p trainable, init 3) or average pooling, BatchNorm1d neck with its bias frozen at 0, no
 embedding layer, L2-normalised output. The same features feed clustering (phase 1 step 1,
 phase 2 step 1), the cluster memory (step 8) and the camera classifier (step 9).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Literal
@@ -77,8 +78,10 @@ def imagenet_file(arch: str) -> Path:
     path = folder / os.path.basename(urlparse(enum.url).path)
     if path.is_file():
         return path
-    try:
-        enum.get_state_dict(progress=False)  # downloads into the cache
+    try:  # download only; the file is read like every other model file (load_checkpoint)
+        folder.mkdir(parents=True, exist_ok=True)
+        prefix = re.search(r"-([0-9a-f]+)\.", path.name)
+        torch.hub.download_url_to_file(enum.url, str(path), hash_prefix=prefix and prefix.group(1), progress=False)
         return path
     except Exception as exc:  # offline, proxy, truncated download...
         failed = f"download of {enum.url} failed: {type(exc).__name__}"

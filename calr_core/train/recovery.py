@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from calr_core.io.checkpoint import ArtifactError, load_checkpoint, save_checkpoint
+from calr_core.io.checkpoint import ArtifactError, UnsafeFileError, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ def load_recovery(path: str | Path | None, fp: str) -> dict[str, Any] | None:
         return None
     try:
         state = load_checkpoint(path, required=("fingerprint", "iters_done"))
+    except UnsafeFileError:  # not a torn write: a file that would run code is refused, not skipped
+        raise
     except ArtifactError as exc:
         log.warning("ignoring unreadable recovery checkpoint: %s", exc)
         return None

@@ -122,6 +122,28 @@ def test_manifest(tmp_path, fmt):
         read_dataset("manifest", tmp_path / "neg.csv")
 
 
+@pytest.mark.parametrize("path", ["../outside.jpg", "imgs/../../outside.jpg", "/etc/outside.jpg"])
+def test_manifest_paths_stay_inside_its_folder(tmp_path, path):
+    jpeg(tmp_path / "outside.jpg")
+    jpeg(tmp_path / "data" / "imgs" / "a.jpg")
+    pd.DataFrame({"path": ["imgs/a.jpg", path], "camid": [0, 1]}).to_csv(tmp_path / "data" / "m.csv", index=False)
+    with pytest.raises(DatasetError, match=r"m.csv: path .* leaves the manifest's folder") as err:
+        read_dataset("manifest", tmp_path / "data" / "m.csv")
+    assert "\n" not in str(err.value)
+
+
+def test_symlinks_in_a_dataset_are_followed(tmp_path):
+    """A dataset linked into place (a folder or single files): allowed, and read through the link."""
+    store = make_folders(tmp_path / "store", MARKET)
+    (tmp_path / "Market").symlink_to(store, target_is_directory=True)
+    assert len(read_dataset("market1501", tmp_path / "Market")) == 10
+    jpeg(tmp_path / "elsewhere" / "x.jpg")
+    (tmp_path / "m" / "imgs").mkdir(parents=True)
+    (tmp_path / "m" / "imgs" / "x.jpg").symlink_to(tmp_path / "elsewhere" / "x.jpg")
+    pd.DataFrame({"path": ["imgs/x.jpg"], "camid": [0]}).to_csv(tmp_path / "m" / "m.csv", index=False)
+    assert read_dataset("manifest", tmp_path / "m" / "m.csv").path.tolist() == ["imgs/x.jpg"]
+
+
 def test_bad_file_name(tmp_path):
     root = make_folders(tmp_path, MARKET)
     jpeg(root / "query" / "person_12.jpg")

@@ -85,9 +85,9 @@ def _offline(monkeypatch, tmp_path, deep_sort):
     """No torchvision file in the cache, no network, and ``deep_sort`` as the offline file."""
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
 
-    def no_network(self, progress=True):
+    def no_network(url, dst, hash_prefix=None, progress=True):
         raise ConnectionError("no network")
-    monkeypatch.setattr(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.__class__, "get_state_dict", no_network)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     monkeypatch.setattr(mobilenet, "deep_sort_file", lambda: deep_sort)
 
 

@@ -124,11 +124,11 @@ TRAIN = ["-S", "train.iters=2", "-S", "train.batch_size=8", "-S", "train.num_ins
 
 
 def _train_weights(lay, *extra):
-    import torch
+    from calr_core.io import load_checkpoint
     lay.checkpoint(0).unlink(missing_ok=True)
     res = runner.invoke(app, ["train", "--round", "0", *TRAIN, *extra])
     assert res.exit_code == 0, res.output
-    return torch.load(lay.checkpoint(0), weights_only=False)
+    return load_checkpoint(lay.checkpoint(0))
 
 
 def test_a_sorted_or_filtered_label_file_trains_by_image_id(world, tmp_path):
@@ -141,7 +141,7 @@ def test_a_sorted_or_filtered_label_file_trains_by_image_id(world, tmp_path):
     before = _train_weights(lay)
     pl = pd.read_parquet(lay.pseudo_labels(0))
     pl.sort_values(["label", "image_id"], ascending=[True, False]).to_parquet(lay.pseudo_labels(0))
-    after = _train_weights(lay)  # the README invites users to open, sort and save this file
+    after = _train_weights(lay)  # docs/pipeline.md invites users to open, sort and save this file
     assert all(torch.equal(before["model"][k], v) for k, v in after["model"].items())
     assert torch.equal(before["memory"]["centroids"], after["memory"]["centroids"])
     # a filtered file: images it leaves out are not trained on, the others keep their features

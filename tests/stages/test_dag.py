@@ -1,6 +1,5 @@
 """The whole DAG on a tiny synthetic world, in a real git + DVC repository in tmp."""
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -149,10 +148,11 @@ def test_dvc_plots_draw_the_training_loss_across_rounds(repo):
 def test_both_phases_start_from_the_pretrained_source_model(repo):
     import torch
 
+    from calr_core.io import load_checkpoint
     from calr_core.model.state import load_model
     path = repo[0]
     lay = Layout(path / "artifacts")
-    src = torch.load(lay.source_checkpoint, weights_only=False)
+    src = load_checkpoint(lay.source_checkpoint)
     assert src["kind"] == "source" and src["resolved_params"]["source"]["synth_seed"] == 5
     for ckpt in (lay.checkpoint("init"), lay.intra_checkpoint(0, "init")):
         model = load_model(ckpt).state_dict()
@@ -176,7 +176,7 @@ def test_second_repro_is_a_no_op_and_lr_change_reruns_only_training_onwards(repo
 
 def test_a_lost_dvc_lock_comes_back_from_the_run_cache_without_running_a_stage(repo):
     """A kill inside DVC's own rewrite of dvc.lock can leave it empty (DVC writes it in place).
-    The README's remedy: delete it and run `dvc repro`; every output is cached, so DVC's run
+    The remedy docs/reliability.md gives: delete it and run `dvc repro`; every output is cached, so DVC's run
     cache restores each stage instead of running it, and the lock comes back the same."""
     from benchmarks.faults import snapshot
     path, env, dvc, _ = repro_clean(repo)
@@ -264,3 +264,23 @@ def test_bad_inputs_fail_in_one_line_and_touch_nothing(repo, tmp_path):
     failed = [r for r in results if not r.get("ok") and "skipped" not in r]
     assert not failed, json.dumps(failed, indent=1)
     assert sum("ok" in r for r in results) >= 13  # the root-only ones may be skipped
+
+
+@pytest.mark.parametrize("section,value", [
+    ("data", {**TINY["data"], "cameras": [0, "1; touch {marker}"]}),
+    ("rounds", [{"id": 0, "prev": "init"}, {"id": "1 && touch {marker}", "prev": "round0"}]),
+])
+def test_a_params_value_dvc_puts_in_a_command_cannot_run_code(tmp_path, section, value):
+    """dvc.yaml builds commands from data.cameras and the round ids: a value that is not an integer
+    stops `dvc repro` at its first stage (every stage checks params.yaml) before any such command."""
+    marker = tmp_path / "pwned"
+    value = yaml.safe_load(yaml.safe_dump(value).replace("{marker}", str(marker)))
+    repo = tmp_path / "p"
+    repo.mkdir()
+    env, dvc = make_project(repo, {**TINY, section: value})
+    import subprocess
+    res = subprocess.run(dvc + ["repro"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode != 0 and not marker.exists()
+    key = "data.cameras[1]" if section == "data" else "rounds[1].id"
+    assert f"{key}: expected int" in res.stderr + res.stdout, res.stderr[-2000:]
+    assert not (repo / "artifacts").exists()
