@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 EXTRAS ?= test,cpu
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench compare clean
+.PHONY: setup demo test bench compare compare-usl clean
 
 setup: $(STAMP)
 
@@ -32,9 +32,14 @@ bench: setup
 	for b in jaccard eval extract train; do $(BIN)/python -m benchmarks.bench_$$b || exit 1; done
 
 # CALR vs its baseline, the ablations and the supervised bound on 3 seed pairs (under an hour on
-# 2 cores); writes benchmarks/results/compare.json and prints the table of means.
+# 2 cores); writes benchmarks/results/compare.json and prints the table of means. The baseline's
+# settings come from benchmarks/results/baseline-tuning.json (`python -m benchmarks.compare --tune`).
 compare: setup
 	$(BIN)/python -m benchmarks.compare
+
+# The same in the paper's setting: ImageNet MobileNetV2, no labels (compare-usl.json).
+compare-usl: setup
+	$(BIN)/python -m benchmarks.compare --setting usl
 
 clean:
 	rm -rf $(VENV) .pytest_cache
