@@ -46,7 +46,7 @@ import pandas as pd
 import yaml
 
 from calr_core.paths import TIMED_FIELDS, timed
-from tests.project import TINY, make_project, run
+from tests.project import TINY, make_project
 
 RESULTS = Path(__file__).parent / "results" / "faults.json"
 RUNNING = re.compile(r"Running stage '([^']+)'")
