@@ -61,13 +61,11 @@ def _merge(overlay: dict[str, Any]) -> dict[str, Any]:
     return tree
 
 
-def values(name: str, **data: Any) -> dict[str, Any]:
-    """The preset's whole params tree, with ``data`` keys (root, cameras) set."""
+def values(name: str) -> dict[str, Any]:
+    """The preset's whole params tree (plain data)."""
     if name not in PRESETS:
         raise ValueError(f"--preset {name!r}: expected one of {', '.join(PRESETS)}")
-    tree = _merge(PRESETS[name])
-    tree["data"].update(data)
-    return tree
+    return _merge(PRESETS[name])
 
 
 def _flow(value: Any) -> str:

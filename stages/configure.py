@@ -36,6 +36,7 @@ def configure(
     from calr_core import presets
     from calr_core.config import ParamsError, apply_overrides, load_params, parse_params
     from calr_core.data.datasets import read_dataset
+    from calr_core.data.manifest import train_cameras
     from calr_core.io.atomic import atomic_write_text
 
     if list_:
@@ -43,9 +44,7 @@ def configure(
         return
     if preset is None:
         raise ValueError("--preset: missing (one of " + ", ".join(presets.PRESETS) + "; --list says what each sets)")
-    if preset not in presets.PRESETS:
-        raise ValueError(f"--preset {preset!r}: expected one of {', '.join(presets.PRESETS)}")
-    data = {}
+    tree = presets.values(preset)  # refuses an unknown preset
     if preset == "demo":
         if root is not None:
             raise ValueError("--root: the demo preset renders its own synthetic world into data/synth; "
@@ -56,19 +55,17 @@ def configure(
                              + ("CSV/Parquet file" if preset == "manifest" else "folder"))
         dataset = presets.PRESETS[preset]["data"]["dataset"]
         frame = read_dataset(dataset, root, check_images=False)
-        cameras = sorted(int(c) for c in frame.loc[frame.split == "train", "camid"].unique())
-        data = {"root": str(root), "cameras": cameras}
+        cameras = train_cameras(frame)
+        tree["data"].update(root=str(root), cameras=cameras)
         echo(f"{root}: {dataset} {frame.attrs.get('version', '')}, {int((frame.split == 'train').sum())} "
              f"training images from cameras {cameras}")
-    tree = presets.values(preset, **data)
-    for key, n in (("rounds", rounds), ("intra", intra_rounds)):
-        if n is not None:
-            if n < 1:
-                raise ValueError(f"--{'intra-' if key == 'intra' else ''}rounds {n}: expected at least 1")
-            if key == "rounds":
-                tree["rounds"] = presets.chain(n)
-            else:
-                tree["intra"]["rounds"] = presets.chain(n)
+    for option, n in (("--rounds", rounds), ("--intra-rounds", intra_rounds)):
+        if n is not None and n < 1:
+            raise ValueError(f"{option} {n}: expected at least 1")
+    if rounds is not None:
+        tree["rounds"] = presets.chain(rounds)
+    if intra_rounds is not None:
+        tree["intra"]["rounds"] = presets.chain(intra_rounds)
     apply_overrides(tree, set_ or ())
     try:
         parse_params(tree)

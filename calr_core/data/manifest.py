@@ -7,9 +7,14 @@ import numpy as np
 import pandas as pd
 
 
+def train_cameras(frame: pd.DataFrame) -> list[int]:
+    """The sorted camera ids of the training images: what params ``data.cameras`` must be."""
+    return sorted(int(c) for c in frame.loc[frame.split == "train", "camid"].unique())
+
+
 def check_cameras(frame: pd.DataFrame, cameras: list[int], params_path: str | Path = "params.yaml") -> None:
     """The DAG iterates over params ``data.cameras``: it must be exactly the training cameras."""
-    found = sorted(int(c) for c in frame.loc[frame.split == "train", "camid"].unique())
+    found = train_cameras(frame)
     if sorted(cameras) != found:
         raise ValueError(f"{params_path}: data.cameras is {sorted(cameras)} but the training images "
                          f"are from cameras {found}; set `data.cameras: {found}` in {params_path}")
