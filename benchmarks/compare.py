@@ -182,21 +182,23 @@ def tune(pair: Pair, keep: bool, around: dict | None = None) -> tuple[dict, list
         grid.append({**g, "mAP": rounds[-1]["mAP"], "pl_f": rounds[-1].get("pl_pairwise_f"),
                      "mAP_by_round": [r["mAP"] for r in rounds], "seconds": round(seconds, 1)})
 
+    def chosen() -> dict:
+        best = max(grid, key=lambda g: g["mAP"])
+        return {k: best[k] for k in ("k1", "k2", "eps", "min_samples", "mAP")}
+
     if around is not None:
         for eps in GRID_EPS:
             score({**{k: around[k] for k in ("k1", "k2", "min_samples")}, "eps": eps})
-        best = max(grid, key=lambda g: g["mAP"])
-        return {k: best[k] for k in ("k1", "k2", "eps", "min_samples")} | {"mAP": best["mAP"]}, grid
+        return chosen(), grid
     for k1 in GRID_K1:
         for eps in GRID_EPS:
             score({"k1": k1, "k2": 6, "eps": eps, "min_samples": 4})
-    best = max(grid, key=lambda g: g["mAP"])
+    best = chosen()
     for k2 in GRID_K2:
         score({**{k: best[k] for k in ("k1", "eps", "min_samples")}, "k2": k2})
     for ms in GRID_MIN_SAMPLES:
         score({**{k: best[k] for k in ("k1", "eps", "k2")}, "min_samples": ms})
-    best = max(grid, key=lambda g: g["mAP"])
-    return {k: best[k] for k in ("k1", "k2", "eps", "min_samples")} | {"mAP": best["mAP"]}, grid
+    return chosen(), grid
 
 
 def main() -> None:
