@@ -28,6 +28,14 @@ class Layout:
         return self.root / "manifest.parquet"
 
     @property
+    def code_dir(self) -> Path:
+        """The `code` stage's lists of the files each calr-stage command runs."""
+        return self.root / "code"
+
+    def code_list(self, command: str) -> Path:
+        return self.code_dir / f"{command}.txt"
+
+    @property
     def source_checkpoint(self) -> Path:
         """The `pretrain` stage's model (the start of both phases when model.weights: source)."""
         return self.root / "source" / "checkpoint.pt"

@@ -5,6 +5,7 @@ import typer
 
 from calr_stages.cluster_global import cluster_global
 from calr_stages.cluster_intra import cluster_intra, select_local
+from calr_stages.code import code
 from calr_stages.configure import configure
 from calr_stages.evaluate import evaluate
 from calr_stages.export import export
@@ -26,7 +27,7 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 for command in (configure, synth, prepare, pretrain, intra, round_, init, extract, cluster_intra, select_local,
-                cluster_global, train, evaluate, report, search, export):
+                cluster_global, train, evaluate, report, search, export, code):
     app.command(command.__name__.strip("_").replace("_", "-"))(command)
 
 

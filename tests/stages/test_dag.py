@@ -28,13 +28,41 @@ def _world_manifest(scratch, seed) -> dict:
                      "root": "world.csv"}}
 
 
+# Loaded into every Python process of the repro (PYTHONPATH): a calr-stage process appends its
+# command and the project files it loaded to $CALR_IMPORT_LOG when it exits.
+IMPORT_RECORDER = """
+import atexit, json, os, sys
+from pathlib import Path
+
+def _record():
+    if not sys.argv[0].endswith("calr-stage"):
+        return
+    roots = {name: Path(sys.modules[name].__file__).parent for name in ("calr_core", "calr_stages")
+             if name in sys.modules}
+    files = sorted(f"{'stages' if top == 'calr_stages' else top}/{Path(m.__file__).relative_to(roots[top]).as_posix()}"
+                   for name, m in list(sys.modules.items()) if getattr(m, "__file__", None)
+                   for top in [name.split(".")[0]] if top in roots)
+    with open(os.environ["CALR_IMPORT_LOG"], "a") as fh:
+        fh.write(json.dumps({"command": sys.argv[1], "files": files}) + "\\n")
+
+atexit.register(_record)
+"""
+
+
+def imports_log(repo):
+    return repo.with_name(f"{repo.name}-imports.jsonl")
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("dag")
     world = _world_manifest(repo, seed=1)
     env, dvc = make_project(repo, {**TINY, **world})
     assert load_params(repo / "params.yaml").data.synth_seed == 1
-    out = run(dvc + ["repro"], repo, env)
+    site = tmp_path_factory.mktemp("site")
+    (site / "sitecustomize.py").write_text(IMPORT_RECORDER)
+    recorded = {**env, "PYTHONPATH": str(site), "CALR_IMPORT_LOG": str(imports_log(repo))}
+    out = run(dvc + ["repro"], repo, recorded)
     return repo, env, dvc, out
 
 
@@ -53,7 +81,7 @@ def test_every_artifact_is_where_the_layout_says(repo):
         expected += [lay.features(r.id), lay.pseudo_labels(r.id), lay.cluster_summary(r.id),
                      lay.checkpoint(r.id), lay.ranked_list(r.id), lay.metrics(r.id),
                      lay.train_curve(r.id), lay.train_metrics(r.id)]
-    expected.append(lay.train_curves)
+    expected += [lay.train_curves, lay.code_list("round")]
     missing = [str(e.relative_to(path)) for e in expected if not e.is_file()]
     assert not missing
     assert not (lay.root / ".recovery").exists() or not any((lay.root / ".recovery").iterdir())
@@ -157,6 +185,41 @@ def test_both_phases_start_from_the_pretrained_source_model(repo):
     for ckpt in (lay.checkpoint("init"), lay.intra_checkpoint(0, "init")):
         model = load_model(ckpt).state_dict()
         assert all(torch.equal(v, src["model"][k]) for k, v in model.items())
+
+
+def test_every_module_a_stage_loaded_is_in_its_commands_code_list(repo):
+    """The runtime check of stages/code.py's closure from the source: each calr-stage process of
+    the repro recorded the project modules it had loaded when it exited."""
+    path = repo[0]
+    runs = [json.loads(line) for line in imports_log(path).read_text().splitlines()]
+    assert {r["command"] for r in runs} >= {"code", "synth", "prepare", "pretrain", "intra", "init",
+                                           "evaluate", "round", "report"}
+    for r in runs:
+        listed = {line.split("  ")[1] for line in Layout(path / "artifacts").code_list(r["command"]).read_text().splitlines()}
+        assert "calr_core/train/loop.py" in r["files"] or r["command"] not in ("round", "intra")
+        assert set(r["files"]) <= listed, (r["command"], sorted(set(r["files"]) - listed))
+
+
+def test_a_code_edit_reruns_exactly_the_stages_whose_command_runs_it(repo):
+    """The edit that once left a finished demo stale: a line added to data/transforms.py."""
+    path, env, dvc, _ = repro_clean(repo)
+    edited = path / "calr_core" / "data" / "transforms.py"
+    text = edited.read_text()
+    runs = {c for c in ("synth", "prepare", "pretrain", "intra", "init", "evaluate", "round", "report")
+            if "calr_core/data/transforms.py" in Layout(path / "artifacts").code_list(c).read_text()}
+    assert {"intra", "round", "evaluate"} <= runs and "report" not in runs
+    try:
+        edited.write_text(text + "# an edit\n")
+        assert set(json.loads(run(dvc + ["status", "--json"], path, env))) == {"code"}
+        run(dvc + ["repro", "code"], path, env)
+        stale = set(json.loads(run(dvc + ["status", "--json"], path, env)))
+        by_command = {"evaluate-source": "evaluate"}
+        assert stale == {s for s in yaml.safe_load((path / "dvc.lock").read_text())["stages"]
+                         if by_command.get(s, s.split("@")[0]) in runs}, stale
+    finally:
+        edited.write_text(text)
+        run(dvc + ["repro", "code"], path, env)
+    assert json.loads(run(dvc + ["status", "--json"], path, env)) == {}
 
 
 def test_second_repro_is_a_no_op_and_lr_change_reruns_only_training_onwards(repo):

@@ -1,97 +1,99 @@
 """Every DVC stage depends on all the project code its command can run.
 
-The import closure is read from the source with `ast`, not from a run: `calr-stage` imports
-stages/cli.py, which imports every stage module (their module-level imports run); the command's
-own module, and the stage modules it imports (the step commands `intra` and `round` call),
-contribute every import, module-level or inside a function; a calr_core module contributes
-every import it has, and importing a module runs its packages' __init__.py. A dep covers a file
-when it is that file or a folder above it.
+dvc.yaml's stages depend on `calr-stage code`'s lists (artifacts/code/<command>.txt), which
+read each command's import closure from the source (stages/code.py). These tests check the
+wiring in dvc.yaml, the lists against the source, and that an edit changes exactly the lists of
+the commands that run the edited file. tests/stages/test_dag.py checks the lists against a run:
+every module a real `dvc repro` loads is listed.
 """
-import ast
+import hashlib
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
+from calr_core.paths import Layout
 from calr_stages.cli import app
+from calr_stages.code import closure
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = {"calr_core": "calr_core", "calr_stages": "stages"}  # import name -> folder
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+COMMANDS = sorted(c.name for c in app.registered_commands)
 
 
-def module_file(name: str) -> Path | None:
-    """The project file of module ``name``, or None for anything outside the project."""
-    top, *rest = name.split(".")
-    if top not in PACKAGES:
-        return None
-    base = ROOT / PACKAGES[top] / Path(*rest) if rest else ROOT / PACKAGES[top]
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
+def stage_commands(st: dict) -> list[str]:
+    """A dvc.yaml stage's calr-stage sub-commands."""
+    cmds = st["cmd"] if isinstance(st["cmd"], list) else [st["cmd"]]
+    return [c.split()[1] for c in cmds if c.startswith("calr-stage ")]
 
 
-def imports(path: Path, *, module_level_only: bool) -> set[str]:
-    """Project modules ``path`` imports (``from pkg import name`` counts pkg.name when it is a
-    module), with every package above each of them."""
-    tree = ast.parse(path.read_text())
-    nodes = tree.body if module_level_only else list(ast.walk(tree))
-    names = set()
-    for node in nodes:
-        if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names |= {f"{node.module}.{a.name}" for a in node.names if module_file(f"{node.module}.{a.name}")}
-    found = set()
-    for name in names:
-        parts = name.split(".")
-        found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1) if module_file(".".join(parts[:i]))}
-    return found
-
-
-def closure(command: str) -> set[Path]:
-    """Every project file `calr-stage <command>` can run."""
-    (info,) = [c for c in app.registered_commands if c.name == command]
-    own = info.callback.__module__
-    todo, seen, full = ["calr_stages.cli", own], set(), {own}
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        deep = not name.startswith("calr_stages.") or name in full
-        found = imports(module_file(name), module_level_only=not deep)
-        if name in full:  # a stage module the command runs: so are the step modules it imports
-            full |= {n for n in found if n.startswith("calr_stages.")}
-        todo += sorted(found)
-    return {module_file(n).relative_to(ROOT) for n in seen}
-
-
-def stage_commands() -> dict[str, list[str]]:
-    """Each dvc.yaml stage's calr-stage sub-commands."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    out = {}
-    for name, st in stages.items():
-        cmds = st["cmd"] if isinstance(st["cmd"], list) else [st["cmd"]]
-        out[name] = [c.split()[1] for c in cmds if c.startswith("calr-stage ")]
-    return out
+def run_code(root: Path, artifacts: Path) -> dict[str, str]:
+    res = CliRunner().invoke(app, ["code", "--root", str(root), "--artifacts", str(artifacts)])
+    assert res.exit_code == 0, res.output
+    return {f.stem: f.read_text() for f in sorted(Layout(artifacts).code_dir.glob("*.txt"))}
 
 
 def test_the_closure_reader_follows_function_level_imports_and_packages():
-    files = {f.as_posix() for f in closure("round")}
+    files = {f.as_posix() for f in closure("round", ROOT)}
     # train.py imports calr_core.train.loop inside its function; loop imports data.transforms
     assert {"stages/train.py", "calr_core/train/loop.py", "calr_core/data/transforms.py",
             "calr_core/__init__.py", "calr_core/data/__init__.py", "stages/_common.py"} <= files
     # search's function body is not run by `round`; its module is (cli imports it)
     assert "stages/search.py" in files and "calr_core/search.py" not in files
+    assert "calr_core/train/loop.py" not in {f.as_posix() for f in closure("report", ROOT)}
 
 
-@pytest.mark.parametrize("stage", sorted(stage_commands()))
-def test_dvc_stage_deps_cover_the_code_its_command_runs(stage):
-    st = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
-    deps = [Path(d) for d in st.get("deps", [])]
-    code = set().union(*(closure(c) for c in stage_commands()[stage]))
-    assert code, f"{stage}: no calr-stage command found"
-    missing = sorted(f.as_posix() for f in code if not any(f == d or d in f.parents for d in deps))
-    assert not missing, f"dvc.yaml stage {stage!r} runs code its deps miss: {missing}"
+@pytest.mark.parametrize("stage", sorted(set(STAGES) - {"code"}))
+def test_each_stage_depends_on_its_commands_code_lists_and_no_code_file_directly(stage):
+    st = STAGES[stage]
+    commands = stage_commands(st)
+    assert commands, f"{stage}: no calr-stage command found"
+    deps = set(st.get("deps", []))
+    wanted = {Layout().code_list(c).as_posix() for c in commands}
+    assert wanted <= deps, f"dvc.yaml stage {stage!r} misses {sorted(wanted - deps)}"
+    direct = sorted(d for d in deps if d.split("/")[0] in ("calr_core", "stages"))
+    assert not direct, f"{stage}: code deps belong in artifacts/code lists, not {direct}"
+
+
+def test_the_code_stage_reads_all_the_code_and_writes_the_lists():
+    st = STAGES["code"]
+    assert stage_commands(st) == ["code"]
+    assert set(st["deps"]) == {"calr_core", "stages"} and st["outs"] == [Layout().code_dir.as_posix()]
+
+
+def test_the_lists_name_each_commands_closure_with_its_md5s(tmp_path):
+    lists = run_code(ROOT, tmp_path / "a")
+    assert sorted(lists) == COMMANDS
+    for command, text in lists.items():
+        rows = [line.split("  ") for line in text.splitlines()]
+        assert [Path(p) for _, p in rows] == closure(command, ROOT)
+        assert all(md5 == hashlib.md5((ROOT / p).read_bytes()).hexdigest() for md5, p in rows)
+
+
+def test_an_edit_changes_the_lists_of_exactly_the_commands_that_run_the_file(tmp_path):
+    src = tmp_path / "src"
+    for name in ("calr_core", "stages"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    before = run_code(src, tmp_path / "a")
+    for edited in ("calr_core/data/transforms.py", "calr_core/report.py"):
+        with open(src / edited, "a") as fh:
+            fh.write("# an edit\n")
+        after = run_code(src, tmp_path / "a")
+        changed = {c for c in COMMANDS if after[c] != before[c]}
+        runs = {c for c in COMMANDS if Path(edited) in closure(c, src)}
+        assert changed == runs and runs, (edited, changed, runs)
+        before = after
+    assert "round" not in runs and "report" in runs  # calr_core/report.py: the report only
+
+
+def test_a_command_that_is_gone_loses_its_list_and_a_wrong_root_is_refused(tmp_path):
+    stale = Layout(tmp_path / "a").code_list("old-command")
+    stale.parent.mkdir(parents=True)
+    stale.write_text("x\n")
+    run_code(ROOT, tmp_path / "a")
+    assert not stale.exists()
+    res = CliRunner().invoke(app, ["code", "--root", str(tmp_path), "--artifacts", str(tmp_path / "b")])
+    assert res.exit_code == 2 and "no stages/cli.py" in res.output
+    assert not (tmp_path / "b").exists()
