@@ -53,8 +53,12 @@ def _imported(source: str, module_level_only: bool) -> tuple[tuple[str, tuple[st
 def imports(path: Path, root: Path, *, module_level_only: bool) -> set[str]:
     """Project modules ``path`` imports (``from pkg import name`` counts pkg.name when it is a
     module), with every package above each of them."""
+    try:
+        statements = _imported(path.read_text(), module_level_only)
+    except SyntaxError as exc:
+        raise ValueError(f"{path}, line {exc.lineno}: {exc.msg}; fix it and run again") from None
     names = set()
-    for module, members in _imported(path.read_text(), module_level_only):
+    for module, members in statements:
         names.add(module)
         names |= {f"{module}.{m}" for m in members if module_file(f"{module}.{m}", root)}
     found = set()

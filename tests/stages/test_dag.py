@@ -37,13 +37,15 @@ from pathlib import Path
 def _record():
     if not sys.argv[0].endswith("calr-stage"):
         return
-    roots = {name: Path(sys.modules[name].__file__).parent for name in ("calr_core", "calr_stages")
-             if name in sys.modules}
-    files = sorted(f"{'stages' if top == 'calr_stages' else top}/{Path(m.__file__).relative_to(roots[top]).as_posix()}"
-                   for name, m in list(sys.modules.items()) if getattr(m, "__file__", None)
-                   for top in [name.split(".")[0]] if top in roots)
+    folders = {"calr_core": "calr_core", "calr_stages": "stages"}
+    files = []
+    for name, module in list(sys.modules.items()):
+        top = name.split(".")[0]
+        if top in folders and getattr(module, "__file__", None):
+            root = Path(sys.modules[top].__file__).parent
+            files.append(f"{folders[top]}/{Path(module.__file__).relative_to(root).as_posix()}")
     with open(os.environ["CALR_IMPORT_LOG"], "a") as fh:
-        fh.write(json.dumps({"command": sys.argv[1], "files": files}) + "\\n")
+        fh.write(json.dumps({"command": sys.argv[1], "files": sorted(files)}) + "\\n")
 
 atexit.register(_record)
 """

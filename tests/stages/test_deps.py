@@ -88,6 +88,16 @@ def test_an_edit_changes_the_lists_of_exactly_the_commands_that_run_the_file(tmp
     assert "round" not in runs and "report" in runs  # calr_core/report.py: the report only
 
 
+def test_a_syntax_error_is_one_line_naming_the_file_and_writes_no_list(tmp_path):
+    src = tmp_path / "src"
+    for name in ("calr_core", "stages"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "calr_core" / "labelling.py").write_text("def broken(:\n")
+    res = CliRunner().invoke(app, ["code", "--root", str(src), "--artifacts", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "calr_core/labelling.py, line 1" in res.output, res.output
+    assert not Layout(tmp_path / "a").code_dir.exists()
+
+
 def test_a_command_that_is_gone_loses_its_list_and_a_wrong_root_is_refused(tmp_path):
     stale = Layout(tmp_path / "a").code_list("old-command")
     stale.parent.mkdir(parents=True)
