@@ -9,7 +9,8 @@ The import closure is read from the source with `ast`, not from a run. `calr-sta
 stages/cli.py, which imports every stage module, so their module-level imports run. The
 command's own module, and the stage modules it imports (the step commands `intra` and `round`
 call), contribute every import, module-level or inside a function. A calr_core module
-contributes every import it has, and importing a module runs its packages' __init__.py.
+contributes every import it has, and importing a module runs its packages' __init__.py. A
+package that loads its modules on first use (PEP 562) contributes all of them.
 """
 from __future__ import annotations
 
@@ -65,7 +66,22 @@ def imports(path: Path, root: Path, *, module_level_only: bool) -> set[str]:
     for name in names:
         parts = name.split(".")
         found |= {p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if module_file(p, root)}
-    return found
+    return found | {m for name in found for m in lazy_modules(name, root)}
+
+
+def lazy_modules(package: str, root: Path) -> set[str]:
+    """Every module of ``package`` when its __init__.py loads them on first use (a module-level
+    ``__getattr__``, PEP 562, as calr_core.eval does): a name taken from it may come from any."""
+    init = module_file(package, root)
+    if init is None or init.name != "__init__.py" or "__getattr__" not in _functions(init.read_text()):
+        return set()
+    return {f"{package}.{f.stem}" for f in init.parent.glob("*.py") if f.name != "__init__.py"}
+
+
+@functools.lru_cache(maxsize=None)
+def _functions(source: str) -> frozenset[str]:
+    """Names of the module-level functions in ``source``."""
+    return frozenset(n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef))
 
 
 def command_module(command: str) -> str:

@@ -43,6 +43,8 @@ def test_the_closure_reader_follows_function_level_imports_and_packages():
     # search's function body is not run by `round`; its module is (cli imports it)
     assert "stages/search.py" in files and "calr_core/search.py" not in files
     assert "calr_core/train/loop.py" not in {f.as_posix() for f in closure("report", ROOT)}
+    # search takes pairwise_distance from calr_core.eval, which loads eval/evaluate.py on first use
+    assert "calr_core/eval/evaluate.py" in {f.as_posix() for f in closure("search", ROOT)}
 
 
 @pytest.mark.parametrize("stage", sorted(set(STAGES) - {"code"}))
