@@ -93,7 +93,7 @@ def command_module(command: str) -> str:
     raise ValueError(f"no calr-stage command {command!r}")
 
 
-def closure(command: str, root: Path = Path(".")) -> list[Path]:
+def closure(command: str, root: Path) -> list[Path]:
     """Every project file `calr-stage <command>` can run, relative to ``root``, sorted."""
     own = command_module(command)
     todo, seen, full = ["calr_stages.cli", own], set(), {own}
@@ -110,7 +110,7 @@ def closure(command: str, root: Path = Path(".")) -> list[Path]:
     return sorted(module_file(n, root).relative_to(root) for n in seen)
 
 
-def listing(files: list[Path], root: Path = Path(".")) -> str:
+def listing(files: list[Path], root: Path) -> str:
     """``files`` as `md5sum` writes them: `<md5>  <path>` per file (`md5sum -c` checks them)."""
     return "".join(f"{hashlib.md5((root / f).read_bytes()).hexdigest()}  {f.as_posix()}\n" for f in files)
 
