@@ -8,6 +8,8 @@ every module a real `dvc repro` loads is listed.
 """
 import hashlib
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,12 @@ def test_a_command_that_is_gone_loses_its_list_and_a_wrong_root_is_refused(tmp_p
     res = CliRunner().invoke(app, ["code", "--root", str(tmp_path), "--artifacts", str(tmp_path / "b")])
     assert res.exit_code == 2 and "no stages/cli.py" in res.output
     assert not (tmp_path / "b").exists()
+
+
+def test_the_committed_lock_holds_exactly_the_dags_stages():
+    """`dvc repro` keeps the lock entries of stages that are gone from dvc.yaml: the committed
+    dvc.lock (the demo's run) must hold no entry of an earlier DAG shape."""
+    res = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    locked = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    assert set(locked) == set(res.stdout.split()), sorted(set(locked) ^ set(res.stdout.split()))
