@@ -27,7 +27,7 @@ from calr_core.model.backbone import build_model
 from calr_core.model.extract import extract_features
 from calr_core.eval.model import evaluate_model
 from calr_core.train.loop import train_round
-from calr_core.config import Model, Train
+from calr_core.config import Data, Model, Train
 from calr_core.train.settings import RoundData, RoundSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args()
     dev = resolve_device(args.device)
-    common = dict(height=args.height, width=args.width, workers=args.workers, device=dev.type)
+    common = dict(height=args.height, width=args.width, workers=args.workers, device=dev.type, cache_mb=Data().cache_mb)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         render_world(tmp, seed=args.seed, size=args.size)
@@ -64,7 +64,7 @@ def main() -> None:
                 feats = extract_features(model, Path(tmp), train.path.tolist(), progress=False, **common)
                 data = RoundData(root=tmp, paths=train.path.tolist(), labels=labels,
                                  camids=train.camid.to_numpy(), init_features=feats)
-                settings = RoundSettings.from_params(Train(), Model(), iters=args.iters, batch_size=args.batch,
+                settings = RoundSettings.from_params(Train(), Model(), Data(), iters=args.iters, batch_size=args.batch,
                                          num_instances=args.instances, lr=args.lr, epoch=rnd - 1,
                                          seed=rnd, **common)
                 state = train_round(model, data, settings, resume_state=state, progress=False)

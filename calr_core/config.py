@@ -15,6 +15,9 @@ from typing import Any, Literal, Union
 import yaml
 
 
+CpuMode = Literal["auto", "fp32", "channels_last", "bf16", "bf16_channels_last"]  # calr_core.device
+
+
 class ParamsError(ValueError):
     """params.yaml (or a --set override) has an unknown key or a value of the wrong type."""
 
@@ -33,6 +36,7 @@ class Data:
     synth_size: Literal["tiny", "demo", "market"] = "demo"
     synth_seed: int = 1
     check_images: bool = True
+    cache_mb: float = 4096               # decoded images kept in memory up to this size; more are streamed
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,9 @@ class Source:
 @dataclass(frozen=True)
 class Extract:
     batch_size: int = 128
-    workers: int = 2
+    workers: int = 2                     # processes decoding images that do not fit in data.cache_mb
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_mode: CpuMode = "auto"           # on a CPU: memory format and bf16 (auto: the arch's fastest)
 
 
 @dataclass(frozen=True)
@@ -138,8 +143,9 @@ class Train:
     camera_loss: Literal["clean", "reference"] = "clean"
     bn_group: int = 0                    # >0: BatchNorm statistics over groups of this many images
     save_every: int = 50                 # recovery checkpoint every this many iterations
-    workers: int = 2
+    workers: int = 2                     # processes decoding images that do not fit in data.cache_mb
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_mode: CpuMode = "auto"           # on a CPU: memory format and bf16 (auto: the arch's fastest)
     seed: int = 1
 
 

@@ -46,12 +46,12 @@ def round_recipe(p: Params, layout: Layout, rnd: int, cam: int | None = None, *,
     t, q = p.train, p.intra
     over = dict(epoch=rnd, **{k: v for k, v in (("iters", iters), ("lr", lr), ("device", device)) if v is not None})
     if cam is None:
-        settings = RoundSettings.from_params(t, p.model, **{
+        settings = RoundSettings.from_params(t, p.model, p.data, **{
             "n_cams": len(p.data.cameras), "camera_alignment": rnd < t.camera_rounds, **over})
         return Recipe(rnd, None, layout.features(rnd), layout.pseudo_labels(rnd),
                       layout.checkpoint(previous(p.rounds, rnd)), layout.checkpoint(rnd),
                       layout.recovery("phase2", rnd), 0 <= t.weights_from <= rnd, settings)
-    settings = RoundSettings.from_params(t, p.model, **{  # phase 1: the intra section's schedule
+    settings = RoundSettings.from_params(t, p.model, p.data, **{  # phase 1: the intra section's schedule
         "iters": q.iters, "batch_size": q.batch_size, "num_instances": q.num_instances, "lr": q.lr, **over})
     return Recipe(rnd, cam, layout.intra_features(cam, rnd), layout.intra_labels(cam, rnd),
                   layout.intra_checkpoint(cam, previous(q.rounds, rnd, "intra.rounds")),

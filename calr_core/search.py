@@ -30,13 +30,14 @@ def gallery_frame(source: str | os.PathLike) -> tuple[Path, pd.DataFrame]:
 
 def search(model, queries: list[str | os.PathLike], gallery_root: Path, gallery: pd.DataFrame, *,
            height: int, width: int, top_k: int = 10, batch_size: int = 128, device: str = "auto",
-           picture: str | os.PathLike | None = None) -> pd.DataFrame:
+           cpu_mode: str = "auto", cache_mb: float, picture: str | os.PathLike | None = None) -> pd.DataFrame:
     """Rank the gallery for each query image; one row per (query, rank) with the distance
     (squared Euclidean on L2-normalised features) and, optionally, a picture of the lists."""
     missing = [str(q) for q in queries if not Path(q).is_file()]
     if missing:
         raise ValueError(f"--query {missing[0]}: image not found")
-    kw = dict(height=height, width=width, batch_size=batch_size, workers=0, device=device)
+    kw = dict(height=height, width=width, batch_size=batch_size, workers=0, device=device,
+              cpu_mode=cpu_mode, cache_mb=cache_mb)
     q_abs = [str(Path(q).resolve()) for q in queries]
     q = extract_features(model, Path("/"), q_abs, **kw)  # (Q, D)
     g = extract_features(model, gallery_root, gallery.path.tolist(), **kw)  # (G, D)

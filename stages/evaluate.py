@@ -44,7 +44,7 @@ def evaluate(
         load_model(layout.checkpoint(folder)), manifest.attrs["root"],
         split(manifest, "query"), split(manifest, "gallery"), height=p.model.height,
         width=p.model.width, batch_size=p.extract.batch_size, workers=p.extract.workers,
-        device=p.extract.device, max_rank=e.max_rank, rerank=pick(rerank, e.rerank),
+        cache_mb=p.data.cache_mb, device=p.extract.device, cpu_mode=p.extract.cpu_mode, max_rank=e.max_rank, rerank=pick(rerank, e.rerank),
         rerank_k1=e.rerank_k1, rerank_k2=e.rerank_k2, rerank_lambda=e.rerank_lambda,
         rerank_form=e.rerank_form,
         picture=layout.ranked_list(folder), picture_queries=e.picture_queries)}

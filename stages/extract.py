@@ -43,7 +43,8 @@ def extract(
     feats = extract_features(load_model(ckpt), manifest.attrs["root"], train.path.tolist(),
                              height=p.model.height, width=p.model.width,
                              batch_size=pick(batch_size, p.extract.batch_size),
-                             workers=p.extract.workers, device=pick(device, p.extract.device))
+                             workers=p.extract.workers, cache_mb=p.data.cache_mb,
+                             device=pick(device, p.extract.device), cpu_mode=p.extract.cpu_mode)
     write_features(out, train.image_id, train.camid, feats,
                    {"round": rnd, "camera": cam, "checkpoint": str(ckpt)})
     echo(f"{out}: {feats.shape[0]} x {feats.shape[1]} features from {ckpt}")

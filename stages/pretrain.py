@@ -46,8 +46,8 @@ def pretrain(
             num_instances=s.num_instances, lr=pick(lr, s.lr), temp=s.temp,
             weight_decay=p.train.weight_decay, height=m.height, width=m.width,
             recovery_path=layout.recovery("pretrain", 0), save_every=s.save_every, seed=p.train.seed,
-            device=pick(device, p.train.device), batch_size_extract=p.extract.batch_size,
-            workers=p.train.workers)
+            device=pick(device, p.train.device), cpu_mode=p.train.cpu_mode,
+            batch_size_extract=p.extract.batch_size, workers=p.train.workers, cache_mb=p.data.cache_mb)
     save_checkpoint(out, {"kind": "source", "model": state["model"], "model_args": args,
                           "classifier": state["memory"], "loss": state["loss"],
                           "resolved_params": {"model": dataclasses.asdict(m), "source": dataclasses.asdict(s)}})

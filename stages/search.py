@@ -31,7 +31,8 @@ def search(
     model = OnnxModel(checkpoint) if checkpoint.suffix.lower() == ".onnx" else load_model(checkpoint)
     result = run_search(model, query, root, frame, height=p.model.height,
                         width=p.model.width, top_k=top_k, batch_size=p.extract.batch_size,
-                        device=device or p.extract.device, picture=picture)
+                        device=device or p.extract.device, cpu_mode=p.extract.cpu_mode,
+                        cache_mb=p.data.cache_mb, picture=picture)
     for q, rows in result.groupby("query", sort=False):
         echo(f"{q}:")
         for r in rows.itertuples():

@@ -22,7 +22,7 @@ from calr_core.model.backbone import build_model
 from calr_core.train import distributed as du
 from calr_core.train.loop import train_round
 from calr_core.train.memory import ClusterMemory
-from calr_core.config import Model, Train
+from calr_core.config import Data, Model, Train
 from calr_core.train.settings import RoundData, RoundSettings
 
 
@@ -68,10 +68,11 @@ def main(argv: list[str] | None = None) -> None:
         n_cams = int(w["camids"].max()) + 1
         data = RoundData(root=args.world, paths=[str(p) for p in w["paths"]], labels=w["labels"],
                          camids=w["camids"], init_features=w["features"])
-        settings = RoundSettings.from_params(Train(), Model(), n_cams=n_cams, camera_alignment=args.camera, iters=args.iters,
+        settings = RoundSettings.from_params(Train(), Model(), Data(), n_cams=n_cams, camera_alignment=args.camera, iters=args.iters,
                                  batch_size=args.batch, num_instances=args.instances,
                                  height=args.height, width=args.width, bn_group=args.bn_group,
-                                 save_every=args.save_every, device=dev.type, workers=args.workers)
+                                 save_every=args.save_every, device=dev.type, workers=args.workers,
+                                 cpu_mode="fp32")  # the ranks' split is checked, in one precision
         state = train_round(model, data, settings, recovery_path=args.recovery, progress=False)
         save_checkpoint(args.out / f"rank{rank}.pt", state)
         if args.memory_probe:

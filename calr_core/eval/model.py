@@ -17,13 +17,14 @@ from calr_core.model.extract import extract_features
 
 def evaluate_model(model, root: str | os.PathLike, query: pd.DataFrame, gallery: pd.DataFrame, *,
                    height: int, width: int, batch_size: int = 128, workers: int = 2,
-                   device: str = "auto", max_rank: int = 50, rerank: bool = False,
+                   cache_mb: float, device: str = "auto", cpu_mode: str = "auto", max_rank: int = 50, rerank: bool = False,
                    rerank_k1: int = 20, rerank_k2: int = 6, rerank_lambda: float = 0.3,
                    rerank_form: str = "zhong",
                    picture: str | os.PathLike | None = None, picture_queries: int = 6) -> dict:
     """Market-protocol metrics of ``model`` on query vs gallery (frames with path/pid/camid),
     and optionally the ranked-list picture. Returns mAP, Rank-1/5/10, mINP (fractions)."""
-    kw = dict(height=height, width=width, batch_size=batch_size, workers=workers, device=device)
+    kw = dict(height=height, width=width, batch_size=batch_size, workers=workers, cache_mb=cache_mb,
+              device=device, cpu_mode=cpu_mode)
     q = extract_features(model, Path(root), query.path.tolist(), **kw)  # (Q, D)
     g = extract_features(model, Path(root), gallery.path.tolist(), **kw)  # (G, D)
     ids = (query.pid.to_numpy(), gallery.pid.to_numpy(), query.camid.to_numpy(), gallery.camid.to_numpy())

@@ -156,6 +156,7 @@ def build_model(arch: Arch = "resnet50", pooling: Literal["gem", "avg"] = "gem",
             trunk = nn.Sequential(OrderedDict(
                 (name, m) for name, m in net.named_children() if name not in ("avgpool", "fc")))
         model = ReIDModel(trunk, build_pool(pooling), feat_dim)
+        model.arch = arch  # picks the CPU mode (calr_core.device.compute_mode)
     if weights == "imagenet":
         state, path = _imagenet_state(arch)
         _load(model, state, f"imagenet ({path})")

@@ -18,12 +18,11 @@ from typing import Any, Literal, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from calr_core.data.images import ImageDataset
+from calr_core.data.images import DecodedImages
 from calr_core.data.sampler import CameraPKSampler
-from calr_core.data.transforms import train_transform
-from calr_core.device import resolve_device
+from calr_core.data.transforms import augment
+from calr_core.device import Compute, compute_mode, resolve_device
 from calr_core.model.camera import CameraClassifier, camera_loss
 from calr_core.progress import progress as show_progress
 from calr_core.train import distributed as du
@@ -35,7 +34,7 @@ from calr_core.train.recovery import (
     save_recovery,
     set_rng_states,
 )
-from calr_core.train.seeding import SeededBatches, SeededImages, step_seed
+from calr_core.train.seeding import augmentation_seed, step_seed
 from calr_core.train.settings import RoundData, RoundSettings, as_arrays
 
 log = logging.getLogger(__name__)
@@ -125,7 +124,7 @@ class _Round:
 
     def __init__(self, model: nn.Module, paths: list[str], labels: torch.Tensor, camids: torch.Tensor,
                  feats0: torch.Tensor, cw: torch.Tensor | None, s: RoundSettings, dev: torch.device,
-                 resume_state: dict[str, Any] | None, amp: bool):
+                 resume_state: dict[str, Any] | None, mode: Compute):
         self.model, self.s, self.dev = model, s, dev
         self.memory = ClusterMemory(feats0.to(dev), labels.to(dev), temp=s.temp, momentum=s.momentum,
                                     mode=s.memory_mode)
@@ -137,8 +136,7 @@ class _Round:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.params += [] if self.head is None else list(self.head.parameters())
         self.params += list(self.memory.parameters())  # the classifier of memory_mode="learned"; none otherwise
-        self.optimizer = torch.optim.Adam(self.params, lr=s.lr, weight_decay=s.weight_decay,
-                                          fused=dev.type == "cuda" or None)
+        self.optimizer = torch.optim.Adam(self.params, lr=s.lr, weight_decay=s.weight_decay, fused=True)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=s.step_size, gamma=s.gamma)
         if resume_state is not None:
             if self.head is not None and resume_state.get("camera_head") is not None:
@@ -150,7 +148,7 @@ class _Round:
             self.scheduler.load_state_dict(resume_state["scheduler"])
             follow_settings(self.optimizer, self.scheduler, lr=s.lr, weight_decay=s.weight_decay,
                             step_size=s.step_size, gamma=s.gamma)
-        self.recorded = s.recorded(du.world_size(), amp)
+        self.recorded = s.recorded(du.world_size(), mode.name)
         # what a recovery file must have been written by: same inputs, settings and start
         self.fp = fingerprint({"paths": list(paths), "labels": labels, "camids": camids,
                                "init_features": feats0, "class_weights": cw,
@@ -180,20 +178,26 @@ class _Round:
         self.loss_sum, self.curve = rec["loss_sum"], rec.get("history", [])
         return rec["iters_done"]
 
-    def run(self, loader: DataLoader, start: int, labels: torch.Tensor, camids: torch.Tensor,
-            cw: torch.Tensor | None, *, fmt: torch.memory_format, amp: bool,
-            recovery_path: str | Path | None, progress: bool) -> None:
-        """Iterations ``start .. iters - 1``: sample a batch, forward, memory loss (+ camera
-        loss), Adam step, memory update (``train_step``); log the curve, save recovery."""
+    def run(self, images: DecodedImages, start: int, labels: torch.Tensor, camids: torch.Tensor,
+            cw: torch.Tensor | None, *, mode: Compute, recovery_path: str | Path | None,
+            progress: bool) -> None:
+        """Iterations ``start .. iters - 1``: sample a camera-aware P x K batch, augment it,
+        forward, memory loss (+ camera loss), Adam step, memory update (``train_step``); log
+        the curve, save recovery."""
         s, dev = self.s, self.dev
         rank, world = du.rank(), du.world_size()
         local_bs = s.batch_size // world
+        sampler = CameraPKSampler(labels.numpy(), camids.numpy(), num_instances=s.num_instances,
+                                  batch_size=s.batch_size, iters=s.iters, seed=s.seed, epoch=s.epoch,
+                                  rank=rank, world_size=world, start_iter=start)
         with show_progress(f"train round {s.epoch}", s.iters, start=start,
                            enabled=progress and rank == 0, loss=float("nan")) as bar:
             tick = time.perf_counter()
-            for it, (imgs, idx) in zip(range(start, s.iters), loader):
+            for it, (pixels, idx) in zip(range(start, s.iters), images.batches(sampler)):
+                imgs = augment(pixels.to(dev, non_blocking=True), augmentation_seed(s.seed, s.epoch, it),
+                               offset=rank * local_bs, global_size=s.batch_size)  # (b, 3, H, W)
+                imgs = imgs.contiguous(memory_format=mode.memory_format)
                 torch.manual_seed(step_seed(s.seed, s.epoch, it, -1 - rank))  # any other in-model randomness
-                imgs = imgs.to(dev, non_blocking=True, memory_format=fmt)  # (b, 3, H, W)
                 targets, cams = labels[idx].to(dev), camids[idx].to(dev)  # (b,), (b,)
                 seeds = None
                 if s.camera_alignment:  # dropout seeded per BatchNorm group of the global batch
@@ -203,7 +207,7 @@ class _Round:
                                   class_weights=cw, head=self.head if s.camera_alignment else None,
                                   cams=cams, camera_weight=s.camera_weight,
                                   camera_loss_form=s.camera_loss_form, bn_group=s.bn_group,
-                                  head_seeds=seeds, amp=amp)
+                                  head_seeds=seeds, amp=mode.bf16)
                 total, mem, cam = (v / world for v in du.all_reduce_sum(loss).tolist())
                 self.loss_sum += total
                 now = time.perf_counter()
@@ -214,21 +218,6 @@ class _Round:
                 done = it + 1
                 if recovery_path is not None and done % s.save_every == 0 and done < s.iters and rank == 0:
                     save_recovery(recovery_path, {**self.state(done), "history": self.curve})
-
-
-def _loader(data: RoundData, labels: torch.Tensor, camids: torch.Tensor, s: RoundSettings,
-            start: int, dev: torch.device) -> DataLoader:
-    """Camera-aware P x K batches of this rank from iteration ``start`` on, each image's
-    augmentation seeded by its place in the global batch (phase 2 step 8)."""
-    rank, world = du.rank(), du.world_size()
-    sampler = CameraPKSampler(labels.numpy(), camids.numpy(), num_instances=s.num_instances,
-                              batch_size=s.batch_size, iters=s.iters, seed=s.seed, epoch=s.epoch,
-                              rank=rank, world_size=world, start_iter=start)
-    batches = SeededBatches(sampler, seed=s.seed, epoch=s.epoch, start_iter=start,
-                            global_size=s.batch_size, offset=rank * (s.batch_size // world))
-    dataset = SeededImages(ImageDataset(Path(data.root), data.paths, train_transform(s.height, s.width)))
-    return DataLoader(dataset, batch_sampler=batches, num_workers=s.workers,
-                               pin_memory=dev.type == "cuda", generator=torch.Generator().manual_seed(s.seed))
 
 
 def train_round(model: nn.Module, data: RoundData, settings: RoundSettings, *,
@@ -246,23 +235,23 @@ def train_round(model: nn.Module, data: RoundData, settings: RoundSettings, *,
     """
     s = settings
     dev = resolve_device(s.device)
-    amp = dev.type == "cuda" if s.amp is None else s.amp
+    mode = compute_mode(dev, s.cpu_mode, getattr(model, "arch", None))
     labels, camids, feats0, cw = as_arrays(data, getattr(model, "feat_dim", None))
     s.check(data, du.world_size())
-    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    model.to(dev, memory_format=fmt)
+    model.to(dev, memory_format=mode.memory_format)
     cw = None if cw is None else cw.to(dev)
-    r = _Round(model, data.paths, labels, camids, feats0, cw, s, dev, resume_state, amp)
+    r = _Round(model, data.paths, labels, camids, feats0, cw, s, dev, resume_state, mode)
     round_seed = step_seed(s.seed, s.epoch, 2**40)  # python's and numpy's global RNGs, which the
     random.seed(round_seed)                           # checkpoint records: same run, same bytes
     np.random.seed(round_seed % 2**32)
     rec = load_recovery(recovery_path, r.fp)
     start = 0 if rec is None else r.restore(rec)
-    loader = _loader(data, labels, camids, s, start, dev)
-    r.run(loader, start, labels, camids, cw, fmt=fmt, amp=amp,
-          recovery_path=recovery_path, progress=progress)  # the paper's steps, iters times
+    images = DecodedImages(data.root, data.paths, s.height, s.width, cache_mb=s.cache_mb,
+                           workers=s.workers, progress=progress and du.rank() == 0)
+    r.run(images, start, labels, camids, cw, mode=mode, recovery_path=recovery_path,
+          progress=progress)  # the paper's steps, iters times
 
     du.broadcast_state(model, buffers_only=True)  # BatchNorm running statistics follow rank 0
     if r.head is not None:

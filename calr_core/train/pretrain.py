@@ -25,7 +25,7 @@ from calr_core.data.manifest import split
 from calr_core.data.synth import render_world
 from calr_core.model.extract import extract_features
 from calr_core.train.loop import train_round
-from calr_core.config import Model, Train
+from calr_core.config import CpuMode, Data, Model, Train
 from calr_core.train.settings import RoundData, RoundSettings
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def pretrain(model: nn.Module, *, root: str | Path, paths: list[str], pids, cami
              batch_size: int = 64, num_instances: int = 4, lr: float = 1e-3, temp: float = 0.05,
              weight_decay: float = 5e-4, height: int = 256, width: int = 128,
              recovery_path: str | Path | None = None, save_every: int = 50, seed: int = 1,
-             device: Literal["auto", "cpu", "cuda"] = "auto", batch_size_extract: int = 128,
-             workers: int = 2) -> dict[str, Any]:
+             device: Literal["auto", "cpu", "cuda"] = "auto", cpu_mode: CpuMode = "auto",
+             batch_size_extract: int = 128, workers: int = 2, cache_mb: float) -> dict[str, Any]:
     """Train ``model`` in place on true identities ``pids`` (N,) for ``iters`` steps; return the
     checkpoint dict of ``train_round`` (its ``memory`` holds the classifier)."""
     pids = np.asarray(pids)
@@ -74,10 +74,12 @@ def pretrain(model: nn.Module, *, root: str | Path, paths: list[str], pids, cami
     labels = np.unique(pids, return_inverse=True)[1]  # identities -> 0..K-1
     log.info("pretraining on %d images of %d identities", len(paths), int(labels.max()) + 1)
     feats = extract_features(model, Path(root), paths, height=height, width=width,
-                             batch_size=batch_size_extract, workers=workers, device=device)  # (N, D)
+                             batch_size=batch_size_extract, workers=workers, cache_mb=cache_mb,
+                             device=device, cpu_mode=cpu_mode)  # (N, D)
     data = RoundData(root=root, paths=paths, labels=labels, camids=camids, init_features=feats)
-    settings = RoundSettings.from_params(Train(), Model(), iters=iters, batch_size=batch_size, num_instances=num_instances,
+    settings = RoundSettings.from_params(Train(), Model(), Data(), iters=iters, batch_size=batch_size, num_instances=num_instances,
                              height=height, width=width, lr=lr, weight_decay=weight_decay,
                              step_size=max(iters, 1), temp=temp, memory_mode="learned",
-                             save_every=save_every, seed=seed, device=device, workers=workers)
+                             save_every=save_every, seed=seed, device=device, cpu_mode=cpu_mode,
+                             workers=workers, cache_mb=cache_mb)
     return train_round(model, data, settings, recovery_path=recovery_path)

@@ -10,7 +10,7 @@ import numpy as np
 from calr_core.train.memory import MemoryMode
 
 if TYPE_CHECKING:
-    from calr_core.config import Model, Train
+    from calr_core.config import CpuMode, Data, Model, Train
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class RoundData:
 class RoundSettings:
     """How one round trains. No defaults of its own: ``from_params`` fills it from the typed
     params (calr_core.config holds every default), and RECORDED names the fields kept in the
-    checkpoint's ``params`` (with world_size and amp), which guard a resumed round."""
+    checkpoint's ``params`` (with world_size and the compute mode), which guard a resumed round."""
     n_cams: int | None                   # build a camera head (kept in the optimiser in every round)
     camera_alignment: bool               # add its loss (behind gradient reversal)
     camera_weight: float
@@ -55,8 +55,9 @@ class RoundSettings:
     seed: int
     save_every: int                      # recovery checkpoint every this many iterations
     device: Literal["auto", "cpu", "cuda"]
-    amp: bool | None                     # bf16 autocast; None: on CUDA only
-    workers: int
+    cpu_mode: CpuMode                    # memory format and bf16 on a CPU (calr_core.device)
+    workers: int                         # DataLoader processes decoding images that are streamed
+    cache_mb: float                      # decoded images kept in memory up to this size (data.cache_mb)
 
     RECORDED: ClassVar[tuple[str, ...]] = (
         "n_cams", "camera_alignment", "camera_weight", "camera_loss_form", "iters", "batch_size",
@@ -64,25 +65,27 @@ class RoundSettings:
         "momentum", "memory_mode", "bn_group", "epoch", "seed")
 
     @classmethod
-    def from_params(cls, train: "Train", model: "Model", **fields: Any) -> "RoundSettings":
-        """The settings of params sections ``train`` and ``model`` (config.Train / config.Model),
-        with ``fields`` on top (a phase's iters, lr, n_cams, epoch, ...): no camera head, no
-        camera alignment, epoch 0 and amp on CUDA only unless given."""
+    def from_params(cls, train: "Train", model: "Model", data: "Data", **fields: Any) -> "RoundSettings":
+        """The settings of params sections ``train``, ``model`` and ``data`` (config.Train /
+        config.Model / config.Data), with ``fields`` on top (a phase's iters, lr, n_cams, epoch,
+        ...): no camera head, no camera alignment and epoch 0 unless given."""
         t = train
         base = dict(n_cams=None, camera_alignment=False, camera_weight=t.camera_weight,
                     camera_loss_form=t.camera_loss, iters=t.iters, batch_size=t.batch_size,
                     num_instances=t.num_instances, height=model.height, width=model.width, lr=t.lr,
                     weight_decay=t.weight_decay, step_size=t.step_size, gamma=t.gamma, temp=t.temp,
                     momentum=t.momentum, memory_mode=t.memory, bn_group=t.bn_group, epoch=0,
-                    seed=t.seed, save_every=t.save_every, device=t.device, amp=None, workers=t.workers)
+                    seed=t.seed, save_every=t.save_every, device=t.device, cpu_mode=t.cpu_mode,
+                    workers=t.workers, cache_mb=data.cache_mb)
         unknown = set(fields) - set(base)
         if unknown:
             raise TypeError(f"RoundSettings has no field(s) {sorted(unknown)}")
         return cls(**{**base, **fields})
 
-    def recorded(self, world_size: int, amp: bool) -> dict[str, Any]:
-        """The checkpoint's ``params``: the settings that shape the result."""
-        return {**{k: getattr(self, k) for k in self.RECORDED}, "world_size": world_size, "amp": amp}
+    def recorded(self, world_size: int, compute: str) -> dict[str, Any]:
+        """The checkpoint's ``params``: the settings that shape the result, with the resolved
+        compute mode (calr_core.device.Compute.name)."""
+        return {**{k: getattr(self, k) for k in self.RECORDED}, "world_size": world_size, "compute": compute}
 
     def check(self, data: RoundData, world_size: int) -> None:
         """Refuse settings that cannot train on ``data`` in one line naming the field."""

@@ -51,7 +51,7 @@ def test_export_to_onnx_matches_torch_and_searches_the_same(tmp_path):
     ckpt = tmp_path / "init.pt"
     save_initial(ckpt, arch="resnet18", pooling="gem", weights="none", seed=2)
     params = tmp_path / "params.yaml"
-    params.write_text("model: {height: 64, width: 32}\nextract: {device: cpu}\n")
+    params.write_text("model: {height: 64, width: 32}\nextract: {device: cpu, cpu_mode: fp32}\n")  # as ONNX runs
     onnx = tmp_path / "model.onnx"
     res = runner.invoke(app, ["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(onnx),
                               "--params", str(params)])

@@ -40,7 +40,7 @@ def test_two_rank_round_matches_single_process_with_bn_groups(world, tmp_path):
     # One process, batch 16 in BatchNorm groups of 8 == two ranks x 8 (weights, memory, head).
     single = round_of(build_model("resnet18", weights="none", seed=1), world, n_cams=3,
                       camera_alignment=True, iters=3, batch_size=16, num_instances=4, height=64,
-                      width=32, bn_group=8, workers=0, device="cpu")
+                      width=32, bn_group=8, workers=0, device="cpu", cpu_mode="fp32")
     for part in ("memory", "camera_head", "model"):
         for key, value in single[part].items():
             if "running_" in key or "num_batches" in key:

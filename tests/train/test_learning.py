@@ -19,7 +19,7 @@ from calr_core.labelling import class_weights, cluster_camera, cluster_global
 from calr_core.model.backbone import build_model
 from calr_core.model.extract import extract_features
 from calr_core.train.loop import train_round
-from calr_core.config import Model, Train
+from calr_core.config import Data, Model, Train
 from calr_core.train.settings import RoundData, RoundSettings
 from calr_core.train.pretrain import pretrain
 
@@ -40,7 +40,7 @@ def test_one_calr_round_from_a_source_start_raises_pseudo_label_f(tmp_path, seed
         render_world(tmp_path / name, seed=seed, size="tiny", height=64, width=32, **WORLD)
     src = split(read_dataset("market1501", tmp_path / "source", check_images=False), "train")
     tgt = split(read_dataset("market1501", tmp_path / "target", check_images=False), "train")
-    common = dict(height=H, width=W, workers=0, device="cpu")
+    common = dict(height=H, width=W, workers=0, device="cpu", cache_mb=Data().cache_mb)
 
     model = build_model("resnet18", weights="none", seed=1)
     pretrain(model, root=tmp_path / "source", paths=src.path.tolist(), pids=src.pid.to_numpy(),
@@ -59,7 +59,7 @@ def test_one_calr_round_from_a_source_start_raises_pseudo_label_f(tmp_path, seed
 
     data = RoundData(root=tmp_path / "target", paths=paths, labels=labels0, camids=camids,
                      init_features=feats0)
-    train_round(model, data, RoundSettings.from_params(Train(), Model(), n_cams=3, camera_alignment=True, iters=60, batch_size=32,
+    train_round(model, data, RoundSettings.from_params(Train(), Model(), Data(), n_cams=3, camera_alignment=True, iters=60, batch_size=32,
                                            num_instances=4, lr=3.5e-4, seed=1, **common), progress=False)
     feats1 = extract_features(model, Path(tmp_path / "target"), paths, progress=False, **common)
     labels1, _ = _pseudo_labels(feats1, camids, local, rnd=1)

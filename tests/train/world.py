@@ -34,11 +34,11 @@ def round_of(model, world: dict, *, resume_state=None, recovery_path=None, histo
     as keywords, as the tests write them."""
     import dataclasses
 
-    from calr_core.config import Model, Train
+    from calr_core.config import Data, Model, Train
     from calr_core.train.loop import train_round
     from calr_core.train.settings import RoundData, RoundSettings
     data_keys = {f.name for f in dataclasses.fields(RoundData)}
     data = RoundData(**{**world, **{k: v for k, v in fields.items() if k in data_keys}})
-    settings = RoundSettings.from_params(Train(), Model(), **{k: v for k, v in fields.items() if k not in data_keys})
+    settings = RoundSettings.from_params(Train(), Model(), Data(), **{k: v for k, v in fields.items() if k not in data_keys})
     return train_round(model, data, settings, resume_state=resume_state, recovery_path=recovery_path,
                        progress=progress, history=history)
