@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -26,14 +25,15 @@ def resolve_device(device: Device = "auto") -> torch.device:
 
 
 CPU_MODES: tuple[str, ...] = typing.get_args(CpuMode)
-# What "auto" runs on a CPU, per arch: the fastest mode of a real training round on the project's
-# 2-core Zen 4 (docs/benchmarks.md "CPU modes", `python -m benchmarks.bench_round --modes`).
-# bf16 modes fall back to their fp32 form on a CPU without native bf16 (where bf16 is emulated).
+# What "auto" runs on a CPU, per arch: the fastest fp32 memory format of a training step on the
+# project's 2-core Zen 4 (docs/benchmarks.md "CPU modes"). bf16 autocast is faster still for
+# ResNet-50 (2x) and ResNet-18 at 64 x 32, but it cost the demo 8 points of mAP, so it is never
+# automatic: ask for it with cpu_mode bf16 or bf16_channels_last.
 AUTO_CPU_MODE: dict[str, str] = {
-    "resnet18": "bf16_channels_last",
+    "resnet18": "fp32",
     "mobilenet_v2": "channels_last",
-    "resnet50": "bf16_channels_last",
-    "resnet50_ibn_a": "bf16_channels_last",
+    "resnet50": "channels_last",
+    "resnet50_ibn_a": "channels_last",
 }
 
 
@@ -45,15 +45,6 @@ class Compute:
     bf16: bool
 
 
-def native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: assume emulated
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
-
-
 def compute_mode(device: torch.device, cpu_mode: CpuMode = "auto", arch: str | None = None) -> Compute:
     """The run mode of a model of ``arch`` on ``device``: on CUDA always bf16 autocast and
     channels_last; on a CPU ``cpu_mode``, where ``"auto"`` takes AUTO_CPU_MODE (fp32 for an
@@ -63,7 +54,5 @@ def compute_mode(device: torch.device, cpu_mode: CpuMode = "auto", arch: str | N
     if device.type == "cuda":
         return Compute("cuda_bf16_channels_last", torch.channels_last, True)
     mode = AUTO_CPU_MODE.get(arch or "", "fp32") if cpu_mode == "auto" else cpu_mode
-    if cpu_mode == "auto" and mode.startswith("bf16") and not native_bf16():
-        mode = {"bf16": "fp32", "bf16_channels_last": "channels_last"}[mode]
     fmt = torch.channels_last if mode.endswith("channels_last") else torch.contiguous_format
     return Compute(mode, fmt, mode.startswith("bf16"))
