@@ -35,7 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 OUT = RESULTS / "round_cpu.json"
 BASE = "b809a8c"  # main before the CPU-pace work (issue 28)
 SETTINGS = {"demo": ("resnet18", 32, 16), "usl": ("mobilenet_v2", 64, 32)}
-EXTRAS = {"threads1": {"threads": 1}, "streamed-workers0": {"cache_mb": 0, "workers": 0},
+EXTRAS = {"threads1": {"threads": 1}, "interop1": {"interop": 1}, "streamed-workers0": {"cache_mb": 0, "workers": 0},
           "streamed-workers1": {"cache_mb": 0, "workers": 1}, "flush-denormal": {"flush_denormal": True},
           "compile": {"compile": True}}
 PEAK_FP32_GFLOPS = 200  # 2 Zen 4 cores, AVX-512: 2 FMA x 16 lanes x 2 ops x ~3.1 GHz, x 2 cores
@@ -62,13 +62,15 @@ def worker(spec: dict) -> dict:
     mode = spec.get("cpu_mode")
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    if spec.get("interop"):
+        torch.set_num_interop_threads(spec["interop"])
     if spec.get("flush_denormal"):
         torch.set_flush_denormal(True)
     df = read_dataset("market1501", spec["world"], check_images=False)
     train = df[df.split == "train"]
     paths, pids, cams = train.path.tolist(), train.pid.to_numpy(), train.camid.to_numpy()
     new_api = "cache_mb" in inspect.signature(extract_features).parameters
-    cache_mb = spec.get("cache_mb", Data().cache_mb)
+    cache_mb = spec.get("cache_mb", getattr(Data(), "cache_mb", None))  # None: the old tree has no cache
     kw = dict(cache_mb=cache_mb, **({"cpu_mode": mode} if mode else {})) if new_api else {}
     model = build_model(arch, weights="none", seed=1)
     extract_features(model, Path(spec["world"]), paths[:128], height=h, width=w, batch_size=128,
@@ -209,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--modes", action="store_true", help="also time each CPU mode of this tree")
     ap.add_argument("--profile", action="store_true", help="also time the parts of a step, before and after")
     ap.add_argument("--extras", action="store_true",
-                    help="also time this tree with 1 thread, streamed images (0 and 1 workers), "
+                    help="also time this tree with 1 thread, 1 inter-op thread, streamed images (0 and 1 workers), "
                          "denormals flushed, and torch.compile on the tensor step")
     ap.add_argument("--repeat", type=int, default=1, help="run each measurement this many times")
     ap.add_argument("--skip-before", action="store_true")
