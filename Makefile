@@ -29,7 +29,7 @@ test: setup
 
 # All benchmarks (tens of minutes on 2 cores); figures land in benchmarks/results/*.json.
 bench: setup
-	for b in jaccard eval extract train; do $(BIN)/python -m benchmarks.bench_$$b || exit 1; done
+	for b in jaccard eval extract train round; do $(BIN)/python -m benchmarks.bench_$$b || exit 1; done
 
 # CALR vs its baseline, the ablations and the supervised bound on 3 seed pairs (under an hour on
 # 2 cores); writes benchmarks/results/compare.json and prints the table of means. The baseline's

@@ -27,8 +27,8 @@ def resolve_device(device: Device = "auto") -> torch.device:
 CPU_MODES: tuple[str, ...] = typing.get_args(CpuMode)
 # What "auto" runs on a CPU, per arch: the fastest fp32 memory format of a training step on the
 # project's 2-core Zen 4 (docs/benchmarks.md "CPU modes"). bf16 autocast is faster still for
-# ResNet-50 (2x) and ResNet-18 at 64 x 32, but it cost the demo 8 points of mAP, so it is never
-# automatic: ask for it with cpu_mode bf16 or bf16_channels_last.
+# ResNet-50 (2x) and ResNet-18 at 64 x 32, but it cost the demo about 8 points of mAP (two
+# seeds), so it is never automatic: ask for it with cpu_mode bf16 or bf16_channels_last.
 AUTO_CPU_MODE: dict[str, str] = {
     "resnet18": "fp32",
     "mobilenet_v2": "channels_last",
