@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from calr_core.config import Data
 from calr_core.device import resolve_device
 from calr_core.io.atomic import atomic_write_text
 from calr_core.model.backbone import build_model
@@ -70,11 +71,12 @@ def bench_jpegs(model, dev, n, batch, height, width, workers) -> float:
         for p in paths:  # Market-like 128 x 64 crops, upscaled by the transform
             Image.fromarray(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)).save(Path(tmp) / p)
         extract_features(model, tmp, paths[: min(n, batch)], height=height, width=width,
-                         batch_size=batch, workers=workers, device=dev.type, progress=False)  # warm-up
+                         batch_size=batch, workers=workers, cache_mb=Data().cache_mb, device=dev.type,
+                         progress=False)  # warm-up
         sync(dev)
         t0 = time.perf_counter()
         extract_features(model, tmp, paths, height=height, width=width, batch_size=batch,
-                         workers=workers, device=dev.type, progress=False)
+                         workers=workers, cache_mb=Data().cache_mb, device=dev.type, progress=False)
         sync(dev)
         return n / (time.perf_counter() - t0)
 
