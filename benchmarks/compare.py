@@ -1,16 +1,18 @@
 """CALR against its Cluster-Contrast-style baseline, the ablations between them and the supervised
-upper bound, on several seed pairs of synthetic worlds (`make compare`, `make compare-usl`).
+upper bound, on several seeds of synthetic worlds (`make compare`, `make compare-usl`); the
+tuning grids and learning curves behind their settings.
 
     python -m benchmarks.compare [--setting uda|usl] [--seeds 1:7 2:8 3:9] [--variants ...]
-        [--baseline FILE] [-S section.key=value ...] [--out FILE]
-    python -m benchmarks.compare --tune [--setting uda|usl] [--seeds 4:10]
+        [--ablation-seeds ...] [-S section.key=value ...]
+    python -m benchmarks.compare --tune baseline|calr [--setting ...]    (on the tuning seed 4:10)
+    python -m benchmarks.compare --curves [--setting ...]                 (on the tuning seed 4:10)
 
-Each seed pair D:S renders the target world `data.synth_seed=D` and, in the UDA setting,
-pretrains on the source world `source.synth_seed=S`; in the USL setting (the paper's) the start
-is ImageNet MobileNetV2 and no label is used anywhere. Every variant of a pair starts from the
-same model and the same phase-1 local labels. The stages run in-process, as the very functions
-`dvc repro` calls (`calr-stage intra`, then each round's steps), with params.yaml plus the
-setting's and the variant's overrides:
+A setting is the argument list of `calr-stage configure` that writes its params.yaml
+(SETTINGS: `--preset demo` for UDA, `--preset demo-usl` for the paper's setting, USL from
+ImageNet with no label anywhere). Each seed pair D:S renders the target world `data.synth_seed=D`
+and, in UDA, pretrains on the source world `source.synth_seed=S`. Every variant of a seed starts
+from the same model and the same phase-1 local labels. The stages run in-process, as the very
+functions `dvc repro` calls (`calr-stage intra`, then `calr-stage round` for each round):
 
     baseline   DBSCAN on the Jaccard distance, no refinement, no cluster weights, no camera alignment
     infomap    + Infomap instead of DBSCAN
@@ -19,21 +21,29 @@ setting's and the variant's overrides:
     calr       + camera alignment (full CALR)
     supervised the true identities as labels, same rounds and iterations (upper bound)
 
-`--tune` runs the baseline's grid (Jaccard k1 x DBSCAN eps, then k2 and min_samples around the
-best) on a tuning seed pair that the comparison does not report, and writes
-benchmarks/results/baseline-tuning[-usl].json: {"tuning_seed", "grid": [{k1, k2, eps,
-min_samples, mAP}, ...], "chosen": {...}}. The comparison reads "chosen" from that file for its
-baseline; CALR keeps the paper's defaults (params.yaml). The comparison writes
-benchmarks/results/compare[-usl].json: {"runs": [{variant, seed, mAP, rank1, pl_f, nmi, round,
-rounds: [...]}, ...], "overrides": [...], "baseline": {...}} and prints a table of means +- std.
+**Every finished run is kept** in benchmarks/results/runs-<setting>.jsonl, one line each, keyed by
+(variant, resolved params): seed, schedule and every knob are in the params, so a killed
+comparison, grid or curve restarts at its first unfinished run and never retrains a finished
+one (`--fresh` ignores what is kept). A run of R rounds also answers any shorter schedule of the
+same params: rounds never look ahead. Inside a run, finished rounds are kept under --work.
+The result files are assembled from the kept runs:
+
+- compare[-usl].json: {configure, overrides, baseline, runs: [{variant, seed, mAP, rank1, pl_f,
+  nmi, round, source_mAP, rounds: [...]}, ...]} and a table of means +- std;
+- baseline-tuning[-usl].json, calr-tuning[-usl].json: {tuning_seed, configure, grid: [{knobs...,
+  mAP, pl_f, mAP_by_round}, ...], chosen: {...}}: the comparison reads both "chosen";
+- curves[-usl].json and .png: mAP and pseudo-label F against phase-2 iterations.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
-import tempfile
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,12 +51,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-# The settings on top of params.yaml (which runs the UDA demo): `dvc exp run -S ...` with these
-# runs the same setting through the DAG.
-SETTINGS: dict[str, list[str]] = {
-    "uda": [],
-    "usl": ["model.arch=mobilenet_v2", "model.weights=imagenet", "model.height=64", "model.width=32"],
-}
+SETTINGS: dict[str, list[str]] = {"uda": ["--preset", "demo"], "usl": ["--preset", "demo-usl"]}
 VARIANTS: dict[str, list[str]] = {
     "baseline": ["cluster.method=dbscan", "cluster.refine=false", "train.weights_from=-1",
                  "train.camera_rounds=0"],
@@ -56,8 +61,13 @@ VARIANTS: dict[str, list[str]] = {
     "calr": [],
     "supervised": ["train.weights_from=-1", "train.camera_rounds=0"],
 }
-GRID_K1, GRID_EPS = (15, 20, 30), (0.4, 0.5, 0.6, 0.7)   # first pass, at k2 6, min_samples 4
-GRID_K2, GRID_MIN_SAMPLES = (3, 10), (2, 8)              # second pass, around the best (k1, eps)
+HEADLINE = ("baseline", "calr", "supervised")
+TUNING_SEED = "4:10"
+# Params that change where or how fast a run goes, never its numbers: not part of a run's key.
+NOT_RESULTS = {"data": ("root", "cache_mb"), "extract": ("workers", "device"),
+               "train": ("workers", "device", "save_every"), "source": ("save_every",)}
+# What the world, the start model and phase 1 depend on: one shared start per value of these.
+SHARED = ("data", "model", "source", "extract", "intra")
 
 
 def baseline_overrides(g: dict) -> list[str]:
@@ -65,200 +75,370 @@ def baseline_overrides(g: dict) -> list[str]:
             f"cluster.dbscan_eps={g['eps']}", f"cluster.dbscan_min_samples={g['min_samples']}"]
 
 
-class Run:
-    """One artifacts folder, one params file, one list of overrides: the DAG's stages in order."""
+def knob_overrides(g: dict) -> list[str]:
+    """CALR's tuned knobs ("section.key": value) as overrides."""
+    return [f"{k}={v}" for k, v in g.items() if "." in k]
 
-    def __init__(self, artifacts: Path, params: Path, overrides: list[str]):
+
+def digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_key(variant: str, p) -> tuple[str, int]:
+    """(key, rounds): the key of (variant, params) apart from how many chained rounds there are."""
+    from calr_core.presets import chain
+    tree = dataclasses.asdict(p)
+    for section, keys in NOT_RESULTS.items():
+        for k in keys:
+            tree[section].pop(k, None)
+    rounds = tree.pop("rounds")
+    n = len(rounds)
+    if rounds != chain(n):
+        tree["rounds"] = rounds
+    return digest({"variant": variant, "params": tree}), n
+
+
+class Store:
+    """The kept runs: one JSON line each, appended once the run is finished. A line cut by a kill
+    is ignored (that run simply runs again)."""
+
+    def __init__(self, path: Path, fresh: bool = False):
+        self.path, self.fresh, self.runs = path, fresh, []
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    self.runs.append(json.loads(line))
+                except json.JSONDecodeError:
+                    print(f"{path}: a cut line ignored (its run runs again)", flush=True)
+
+    def find(self, key: str, n: int) -> dict | None:
+        """The kept run of this key with at least ``n`` rounds, cut to its first ``n``."""
+        if self.fresh:
+            return None
+        for r in self.runs:
+            if r["key"] == key and len(r["rounds"]) >= n:
+                return {**r, "rounds": r["rounds"][:n]}
+        return None
+
+    def add(self, record: dict) -> None:
+        """Keep ``record``: the whole file rewritten atomically (a kill leaves the old one or the new)."""
+        from calr_core.io.atomic import atomic_write_text
+        self.runs.append(record)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self.runs))
+
+
+def configure(args: list[str], work: Path) -> Path:
+    """The params.yaml that `calr-stage configure ARGS` writes (rendered once under ``work``)."""
+    path = work / "params" / f"{digest(args)}.yaml"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.yaml")
+        subprocess.run([str(Path(sys.executable).with_name("calr-stage")), "configure", *args,
+                        "--params", str(tmp)], check=True, stdout=subprocess.DEVNULL)
+        tmp.replace(path)
+    return path
+
+
+def round_record(artifacts: Path, rnd: int) -> dict:
+    """A finished round's metrics, cluster summary and the cameras its trained clusters span."""
+    import pandas as pd
+    m = json.loads((artifacts / "metrics" / f"round{rnd}.json").read_text())
+    summary = artifacts / "phase2" / f"round{rnd}" / "cluster_summary.json"
+    if summary.is_file():
+        m["summary"] = json.loads(summary.read_text())
+    labels = artifacts / "phase2" / f"round{rnd}" / "pseudo_labels.parquet"
+    if labels.is_file():
+        t = pd.read_parquet(labels, columns=["label", "camid"])
+        spans = t[t.label >= 0].groupby("label").camid.nunique()
+        m["camera_spans"] = [int((spans == k).sum()) for k in range(1, t.camid.nunique() + 1)]
+    return m
+
+
+def phase1_quality(artifacts: Path) -> list[dict]:
+    """Phase 1's selected local labels per camera against the true identities."""
+    import pandas as pd
+
+    from calr_core.data.manifest import train_pids
+    from calr_core.eval.quality import label_quality
+    from calr_core.io import read_table
+    manifest = read_table("manifest", artifacts / "manifest.parquet")
+    out = []
+    for f in sorted((artifacts / "phase1" / "selected").glob("cam*.parquet")):
+        t = pd.read_parquet(f)
+        true = train_pids(manifest, t.image_id)
+        q = label_quality(t.local_label.to_numpy(), true)
+        out.append({"camid": int(t.camid.iloc[0]), "round": int(t["round"].iloc[0]),
+                    "clusters": int(q["n_clusters"]), "identities": int(len(np.unique(true[true >= 0]))),
+                    "pairwise_precision": q["pairwise_precision"], "pairwise_recall": q["pairwise_recall"]})
+    return out
+
+
+class Runner:
+    """Runs (variant, seed, configure args, overrides) requests, answering from the store first."""
+
+    def __init__(self, setting: str, configure_args: list[str], overrides: list[str], work: Path, store: Store):
+        self.setting, self.configure_args, self.overrides = setting, configure_args, overrides
+        self.work, self.store = work, store
+
+    def params(self, seed: str, extra: list[str], configure_extra: list[str] = ()):
         from calr_core.config import load_params
-        self.kw = dict(artifacts=artifacts, params=params, set_=overrides)
-        self.p = load_params(params, overrides)
-        self.artifacts = artifacts
+        target, source = seed.split(":")
+        path = configure([*self.configure_args, *configure_extra], self.work)
+        world = self.work / self.setting / f"world{target}"
+        common = [*self.overrides, f"data.synth_seed={target}", f"source.synth_seed={source}",
+                  f"data.root={world}", *extra]
+        return path, common, load_params(path, common)
 
-    def shared(self, world: Path) -> None:
-        """synth, prepare, pretrain, phase 1, the phase-2 start model and its evaluation."""
+    def run(self, variant: str, seed: str, extra: list[str] = (), configure_extra: list[str] = (),
+            name: str = "") -> dict:
+        """The kept run, or a new one (kept before it is returned)."""
+        extra = [*extra, *VARIANTS[variant]]  # the variant's own overrides win
+        path, common, p = self.params(seed, extra, list(configure_extra))
+        key, n = run_key(variant, p)
+        found = self.store.find(key, n)
+        if found:
+            return found
+        t0 = time.perf_counter()
+        art = self.work / self.setting / key
+        done = art / "metrics" / "source.json"
+        if not done.is_file():  # a fresh copy of the shared start (a cut copy is redone)
+            shared = self.shared(path, common, p, seed)
+            tmp = art.with_name(art.name + ".tmp")
+            shutil.rmtree(art, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(shared, tmp)
+            tmp.replace(art)
+        rounds = self.phase2(art, path, common, p, supervised=variant == "supervised")
+        seconds = time.perf_counter() - t0
+        record = {"key": key, "variant": variant, "seed": seed, "name": name or variant,
+                  "configure": [*self.configure_args, *configure_extra], "overrides": common[len(self.overrides):],
+                  "source_mAP": json.loads(done.read_text())["mAP"],
+                  "phase1": phase1_quality(art) if p.cluster.refine else None,
+                  "seconds": round(seconds, 1), "rounds": rounds, "commit": commit()}
+        self.store.add(record)
+        print(f"[{seed}] " + describe(record), flush=True)
+        shutil.rmtree(art, ignore_errors=True)
+        return record
+
+    def shared(self, path: Path, common: list[str], p, seed: str) -> Path:
+        """synth, prepare, pretrain, phase 1, the phase-2 start model and its evaluation (once
+        per seed and shared params)."""
         from calr_stages import evaluate, init, prepare, pretrain, rounds, synth
         from calr_stages._common import call
-        call(synth.synth, out=world, **{k: v for k, v in self.kw.items() if k != "artifacts"})
+        tree = dataclasses.asdict(p)
+        base = self.work / self.setting / f"shared-{digest([seed, {s: tree[s] for s in SHARED}])}"
+        if (base / "metrics" / "source.json").is_file():
+            return base
+        t0 = time.perf_counter()
+        shutil.rmtree(base, ignore_errors=True)
+        kw = dict(artifacts=base, params=path, set_=common)
+        call(synth.synth, out=Path(p.data.root), params=path, set_=common)
         for fn in (prepare.prepare, pretrain.pretrain):
-            call(fn, **self.kw)
-        for cam in self.p.data.cameras:
-            call(rounds.intra, cam=cam, **self.kw)
-        call(init.init, **self.kw)
-        call(evaluate.evaluate, source=True, **self.kw)
+            call(fn, **kw)
+        for cam in p.data.cameras:
+            call(rounds.intra, cam=cam, **kw)
+        call(init.init, **kw)
+        call(evaluate.evaluate, source=True, **kw)
+        source = json.loads((base / "metrics" / "source.json").read_text())
+        print(f"[{seed}] start model: mAP {100 * source['mAP']:.1f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        return base
 
-    def phase2(self, supervised: bool = False) -> list[dict]:
-        """Every phase-2 round; returns the rounds' metrics and cluster summaries."""
+    def phase2(self, art: Path, path: Path, common: list[str], p, supervised: bool) -> list[dict]:
+        """Every phase-2 round not finished yet under ``art``; the rounds' records."""
         from calr_stages import rounds
         from calr_stages._common import call
         from calr_stages.cluster_global import cluster_global
-        out = []
-        for r in self.p.rounds:
+        kw = dict(artifacts=art, params=path, set_=common)
+        for r in p.rounds:
+            if (art / "metrics" / f"round{r.id}.json").is_file():
+                continue  # finished before a kill: its checkpoint is there too
             if supervised:
                 for step in rounds.ROUND_STEPS:
-                    if step is cluster_global:
-                        self._true_labels(r.id)
-                    else:
-                        call(step, rnd=r.id, **self.kw)
+                    true_labels(art, r.id) if step is cluster_global else call(step, rnd=r.id, **kw)
             else:
-                call(rounds.round_, rnd=r.id, **self.kw)
-            m = json.loads((self.artifacts / "metrics" / f"round{r.id}.json").read_text())
-            summary = self.artifacts / "phase2" / f"round{r.id}" / "cluster_summary.json"
-            if summary.is_file():
-                m["summary"] = json.loads(summary.read_text())
-            out.append(m)
-        return out
-
-    def _true_labels(self, rnd: int) -> None:
-        """Pseudo labels = the true identities (the supervised upper bound; no clustering)."""
-        import pandas as pd
-
-        from calr_core.data.manifest import train_pids
-        from calr_core.io import read_features, read_table, write_table
-        from calr_core.paths import Layout
-        layout = Layout(self.artifacts)
-        frame, _ = read_features(layout.features(rnd))
-        pids = train_pids(read_table("manifest", layout.manifest), frame.image_id)
-        label = np.unique(pids, return_inverse=True)[1].astype(np.int32)
-        n = len(frame)
-        write_table("pseudo_labels", pd.DataFrame({
-            "image_id": frame.image_id, "camid": frame.camid, "global_label": label, "label": label,
-            "is_pivot": np.zeros(n, bool), "density": np.zeros(n, np.float32),
-            "weight": np.zeros(n, np.float32), "refined": np.zeros(n, bool)}),
-            layout.pseudo_labels(rnd), {"round": rnd})
+                call(rounds.round_, rnd=r.id, **kw)
+        return [round_record(art, r.id) for r in p.rounds]
 
 
-def row(variant: str, seed: str, rounds: list[dict], source: dict, **extra) -> dict:
+def true_labels(artifacts: Path, rnd: int) -> None:
+    """Pseudo labels = the true identities (the supervised upper bound; no clustering)."""
+    import pandas as pd
+
+    from calr_core.data.manifest import train_pids
+    from calr_core.io import read_features, read_table, write_table
+    from calr_core.paths import Layout
+    layout = Layout(artifacts)
+    frame, _ = read_features(layout.features(rnd))
+    pids = train_pids(read_table("manifest", layout.manifest), frame.image_id)
+    label = np.unique(pids, return_inverse=True)[1].astype(np.int32)
+    n = len(frame)
+    write_table("pseudo_labels", pd.DataFrame({
+        "image_id": frame.image_id, "camid": frame.camid, "global_label": label, "label": label,
+        "is_pivot": np.zeros(n, bool), "density": np.zeros(n, np.float32),
+        "weight": np.zeros(n, np.float32), "refined": np.zeros(n, bool)}),
+        layout.pseudo_labels(rnd), {"round": rnd})
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def row(record: dict) -> dict:
+    """A kept run as a row of compare.json: its last round's figures."""
+    rounds = record["rounds"]
     last = rounds[-1]
-    return {"variant": variant, "seed": seed, "mAP": last["mAP"], "rank1": last["Rank-1"],
+    return {"variant": record["variant"], "seed": record["seed"], "mAP": last["mAP"], "rank1": last["Rank-1"],
             "pl_f": last.get("pl_pairwise_f"), "nmi": last.get("pl_nmi"), "round": last["round"],
-            "source_mAP": source["mAP"], **extra, "rounds": rounds}
+            "source_mAP": record["source_mAP"], "seconds": record["seconds"], "name": record["name"],
+            "phase1": record.get("phase1"), "rounds": rounds}
 
 
-def describe(name: str, rounds: list[dict], seconds: float) -> str:
-    line = f"{name}: mAP by round " + ", ".join(f"{100 * r['mAP']:.1f}" for r in rounds)
+def describe(record: dict) -> str:
+    rounds = record["rounds"]
+    line = f"{record['name']}: mAP by round " + ", ".join(f"{100 * r['mAP']:.1f}" for r in rounds)
     if rounds[0].get("pl_pairwise_f") is not None:
         line += "; pseudo-label F " + ", ".join(f"{100 * r['pl_pairwise_f']:.1f}" for r in rounds)
-    return line + f" ({seconds:.0f} s)"
+    return line + f" ({record['seconds']:.0f} s)"
 
 
-class Pair:
-    """One seed pair's shared start (kept under `work`) and the variants run from it."""
-
-    def __init__(self, work: Path, pair: str, params: Path, overrides: list[str], reuse: bool):
-        target, source = pair.split(":")
-        self.pair, self.base, self.params = pair, work / f"seed{target}-{source}", params
-        self.common = [*overrides, f"data.synth_seed={target}", f"source.synth_seed={source}",
-                       f"data.root={self.base / 'world'}"]
-        t0 = time.perf_counter()
-        if not (reuse and (self.base / "shared" / "metrics" / "source.json").is_file()):
-            Run(self.base / "shared", params, self.common).shared(self.base / "world")
-        self.source = json.loads((self.base / "shared" / "metrics" / "source.json").read_text())
-        print(f"[{pair}] start model: mAP {100 * self.source['mAP']:.1f} ({time.perf_counter() - t0:.0f} s)",
-              flush=True)
-
-    def run(self, name: str, extra: list[str], keep: bool, supervised: bool = False) -> tuple[list[dict], float]:
-        t0 = time.perf_counter()
-        art = self.base / name
-        shutil.rmtree(art, ignore_errors=True)
-        shutil.copytree(self.base / "shared", art)
-        rounds = Run(art, self.params, self.common + extra).phase2(supervised=supervised)
-        seconds = time.perf_counter() - t0
-        print(f"[{self.pair}] " + describe(name, rounds, seconds), flush=True)
-        if not keep:
-            shutil.rmtree(art, ignore_errors=True)
-        return rounds, seconds
+def grid_entry(knobs: dict, record: dict) -> dict:
+    last = record["rounds"][-1]
+    return {**knobs, "mAP": last["mAP"], "pl_f": last.get("pl_pairwise_f"),
+            "mAP_by_round": [r["mAP"] for r in record["rounds"]], "seconds": record["seconds"]}
 
 
-def tune(pair: Pair, keep: bool, around: dict | None = None) -> tuple[dict, list[dict]]:
-    """The baseline's grid on the tuning pair: k1 x eps, then k2 and min_samples at the best;
-    ``around`` (another setting's choice): only eps, at its k1, k2 and min_samples."""
-    grid = []
-
-    def score(g: dict) -> None:
-        if any(all(h[k] == g[k] for k in g) for h in grid):
-            return
-        name = "baseline-k1{k1}-k2{k2}-eps{eps}-ms{min_samples}".format(**g)
-        rounds, seconds = pair.run(name, [*VARIANTS["baseline"], *baseline_overrides(g)], keep)
-        grid.append({**g, "mAP": rounds[-1]["mAP"], "pl_f": rounds[-1].get("pl_pairwise_f"),
-                     "mAP_by_round": [r["mAP"] for r in rounds], "seconds": round(seconds, 1)})
-
-    def chosen() -> dict:
-        best = max(grid, key=lambda g: g["mAP"])
-        return {k: best[k] for k in ("k1", "k2", "eps", "min_samples", "mAP")}
-
-    if around is not None:
-        for eps in GRID_EPS:
-            score({**{k: around[k] for k in ("k1", "k2", "min_samples")}, "eps": eps})
-        return chosen(), grid
-    for k1 in GRID_K1:
-        for eps in GRID_EPS:
-            score({"k1": k1, "k2": 6, "eps": eps, "min_samples": 4})
-    best = chosen()
-    for k2 in GRID_K2:
-        score({**{k: best[k] for k in ("k1", "eps", "min_samples")}, "k2": k2})
-    for ms in GRID_MIN_SAMPLES:
-        score({**{k: best[k] for k in ("k1", "eps", "k2")}, "min_samples": ms})
-    return chosen(), grid
+# The baseline's grid: k1 x eps, then k2 and min_samples at the best; an edge that wins is
+# extended one step at a time until the best is inside the grid.
+BASELINE_GRID = {"k1": (15, 20, 30), "eps": (0.3, 0.4, 0.5, 0.6), "k2": (3, 6, 10), "min_samples": (1, 2, 4, 8)}
+BASELINE_START = {"k1": 15, "k2": 6, "eps": 0.4, "min_samples": 4}
+BASELINE_EXTEND = {"eps": (0.1, 0.9, 0.1), "min_samples": (1, 16, None), "k2": (2, 20, None), "k1": (5, 60, None)}
+# CALR's knobs, one at a time from the preset's values (coordinate descent, in this order), each
+# at the best value of those before it; an edge that wins is extended one step.
+CALR_GRID = {"cluster.eps": (0.4, 0.5, 0.6, 0.7), "cluster.k1": (10, 15, 20, 30), "cluster.k2": (2, 4, 8),
+             "intra.ratio": (3, 5, 8), "train.camera_loss": ("clean", "reference"),
+             "train.camera_rounds": (1, 3, 6), "train.weights_from": (2, 5, 10),
+             "model.pooling": ("gem", "avg"), "train.bn_group": (0, 64), "train.memory": ("mean", "hard")}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--setting", choices=list(SETTINGS), default="uda",
-                    help="uda: from the source model (params.yaml's demo); usl: from ImageNet, no labels")
-    ap.add_argument("--tune", action="store_true", help="tune the baseline on --seeds (one pair)")
-    ap.add_argument("--tune-eps-around", type=Path, default=None,
-                    help="with --tune: sweep eps only, at this tuning file's chosen k1, k2, min_samples")
-    ap.add_argument("--seeds", nargs="+", default=None,
-                    help="target:source world seeds (default 1:7 2:8 3:9; with --tune 4:10)")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--baseline", type=Path, default=None,
-                    help="the tuning file whose 'chosen' the baseline uses (default: the setting's)")
-    ap.add_argument("--set", "-S", dest="overrides", action="append", default=[])
-    ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--keep", type=Path, default=None, help="keep the artifacts under this folder")
-    ap.add_argument("--reuse", action="store_true",
-                    help="with --keep: reuse a seed pair's kept start model and phase 1")
-    args = ap.parse_args()
-    os.environ.setdefault("CALR_LOG", "WARNING")
-    suffix = "" if args.setting == "uda" else f"-{args.setting}"
-    tuning_file = args.baseline or RESULTS / f"baseline-tuning{suffix}.json"
-    out = args.out or (tuning_file if args.tune else RESULTS / f"compare{suffix}.json")
-    seeds = args.seeds or (["4:10"] if args.tune else ["1:7", "2:8", "3:9"])
-    overrides = [*SETTINGS[args.setting], *args.overrides]
-    if args.tune and len(seeds) != 1:
-        ap.error("--tune takes one seed pair (the tuning pair, not one the comparison reports)")
-    t_all = time.perf_counter()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="calr-compare-"))
-    try:
-        if args.tune:
-            around = json.loads(args.tune_eps_around.read_text())["chosen"] if args.tune_eps_around else None
-            chosen, grid = tune(Pair(work, seeds[0], args.params, overrides, args.reuse), bool(args.keep), around)
-            result = {"tuning_seed": seeds[0], "setting": args.setting, "overrides": overrides,
-                      "grid": grid, "chosen": chosen,
-                      "eps_only_around": str(args.tune_eps_around.name) if around else None}
-            print(f"baseline chosen: {chosen}")
+def step_out(values: tuple, best, bounds: tuple | None):
+    """The next value past a winning edge of ``values`` (None: inside, or no room)."""
+    if bounds is None or not isinstance(best, (int, float)) or isinstance(best, bool):
+        return None
+    lo, hi, step = bounds
+    ordered = sorted(values)
+    if best == ordered[0]:
+        nxt = best - step if step else (best // 2 if isinstance(best, int) else None)
+        return round(nxt, 3) if nxt is not None and nxt >= lo and nxt not in values else None
+    if best == ordered[-1]:
+        nxt = best + step if step else best * 2
+        return round(nxt, 3) if nxt <= hi and nxt not in values else None
+    return None
+
+
+def tune(runner: Runner, which: str, seed: str) -> dict:
+    grid: list[dict] = []
+
+    def score(knobs: dict) -> float:
+        for g in grid:
+            if all(g.get(k) == v for k, v in knobs.items()):
+                return g["mAP"]
+        if which == "baseline":
+            record = runner.run("baseline", seed, baseline_overrides(knobs),
+                                name="baseline-" + "-".join(f"{k}{v}" for k, v in knobs.items()))
         else:
-            chosen = json.loads(tuning_file.read_text())["chosen"] if tuning_file.is_file() else None
-            if chosen:
-                VARIANTS["baseline"] = [*VARIANTS["baseline"], *baseline_overrides(chosen)]
-            elif "baseline" in args.variants:
-                print(f"warning: {tuning_file} not found: the baseline runs at params.yaml's values", flush=True)
-            runs = []
-            for pair in seeds:
-                shared = Pair(work, pair, args.params, overrides, args.reuse)
-                for name in args.variants:
-                    rounds, seconds = shared.run(name, VARIANTS[name], bool(args.keep), name == "supervised")
-                    runs.append(row(name, pair, rounds, shared.source, seconds=round(seconds, 1)))
-            result = {"runs": runs, "setting": args.setting, "overrides": overrides, "baseline": chosen}
-            print(table(runs))
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    result["seconds"] = round(time.perf_counter() - t_all)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out} ({result['seconds']} s)")
+            record = runner.run("calr", seed, knob_overrides(knobs),
+                                name="calr-" + "-".join(f"{k.split('.')[1]}{v}" for k, v in knobs.items()))
+        grid.append(grid_entry(knobs, record))
+        return grid[-1]["mAP"]
+
+    def sweep(knobs: dict, key: str, values: tuple, bounds) -> dict:
+        values = tuple(values)
+        while True:
+            best = max(values, key=lambda v: score({**knobs, key: v}))
+            nxt = step_out(values, best, bounds)
+            if nxt is None:
+                return {**knobs, key: best}
+            values = (*values, nxt)
+
+    if which == "baseline":
+        best = dict(BASELINE_START)
+        for k1 in BASELINE_GRID["k1"]:
+            for eps in BASELINE_GRID["eps"]:
+                score({**best, "k1": k1, "eps": eps})
+        g = max(grid, key=lambda g: g["mAP"])
+        best = {k: g[k] for k in BASELINE_START}
+        best = sweep(best, "eps", BASELINE_GRID["eps"], BASELINE_EXTEND["eps"])
+        for key in ("k2", "min_samples", "k1"):
+            best = sweep(best, key, BASELINE_GRID[key], BASELINE_EXTEND[key])
+    else:
+        from calr_core.config import load_params
+        p = load_params(configure(runner.configure_args, runner.work))
+        best = {k: getattr(getattr(p, k.split(".")[0]), k.split(".")[1]) for k in CALR_GRID}
+        bounds = {"cluster.eps": (0.1, 0.9, 0.1), "cluster.k1": (5, 60, None), "cluster.k2": (1, 16, None),
+                  "intra.ratio": (2, 16, None), "train.weights_from": (0, 40, None), "train.camera_rounds": (0, 40, None)}
+        for key, values in CALR_GRID.items():
+            best = sweep(best, key, values, bounds.get(key))
+    chosen = max(grid, key=lambda g: g["mAP"])
+    return {"tuning_seed": seed, "setting": runner.setting, "configure": runner.configure_args,
+            "overrides": runner.overrides, "grid": grid,
+            "chosen": {k: v for k, v in chosen.items() if k not in ("mAP_by_round", "seconds", "pl_f")}}
+
+
+def curves(runner: Runner, seed: str, plan: dict) -> dict:
+    """mAP and pseudo-label F against phase-2 iterations for each (name: variant, configure extra,
+    overrides) of ``plan``."""
+    out = []
+    for name, (variant, configure_extra, extra) in plan.items():
+        record = runner.run(variant, seed, extra, configure_extra, name=name)
+        p = runner.params(seed, [*extra, *VARIANTS[variant]], configure_extra)[2]
+        per_pass = p.train.batch_size / record["rounds"][0]["pl_n_images"] if record["rounds"][0].get("pl_n_images") else None
+        out.append({"name": name, "variant": variant, "configure": record["configure"], "overrides": extra,
+                    "iters": p.train.iters, "passes_per_iteration": per_pass, "source_mAP": record["source_mAP"],
+                    "phase1_passes": phase1_passes(p), "phase1": record.get("phase1"),
+                    "rounds": [{k: r.get(k) for k in ("round", "mAP", "Rank-1", "pl_pairwise_f", "pl_n_clusters",
+                                                      "pl_n_outliers", "camera_spans")} for r in record["rounds"]]})
+    return {"tuning_seed": seed, "setting": runner.setting, "curves": out}
+
+
+def phase1_passes(p) -> float:
+    """Images seen per training image of a camera in phase 1 (the demo world: ~245 a camera)."""
+    return len(p.intra.rounds) * p.intra.iters * p.intra.batch_size / 245.0
+
+
+def plot(result: dict, path: Path) -> None:
+    """curves.png: mAP (solid) and pseudo-label F (dashed) against passes per training image."""
+    from PIL import Image, ImageDraw
+    W, H, L, B = 900, 520, 60, 50
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    colours = [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75)]
+    xmax = max(len(c["rounds"]) * c["iters"] * (c["passes_per_iteration"] or 0) for c in result["curves"]) or 1
+    X = lambda x: L + (W - L - 230) * x / xmax
+    Y = lambda y: H - B - (H - B - 20) * y
+    d.line([(L, 20), (L, H - B), (W - 230, H - B)], fill="black")
+    for t in range(0, 11, 2):
+        d.text((L - 35, Y(t / 10) - 6), f"{10 * t}%", fill="black")
+        d.line([(L, Y(t / 10)), (W - 230, Y(t / 10))], fill=(230, 230, 230))
+    for t in np.linspace(0, xmax, 6):
+        d.text((X(t) - 10, H - B + 8), f"{t:.0f}", fill="black")
+    d.text((L + 150, H - 20), "phase-2 passes per training image", fill="black")
+    for i, c in enumerate(result["curves"]):
+        col = colours[i % len(colours)]
+        step = c["iters"] * (c["passes_per_iteration"] or 0)
+        pts = [(X(0), Y(c["source_mAP"]))] + [(X((j + 1) * step), Y(r["mAP"])) for j, r in enumerate(c["rounds"])]
+        d.line(pts, fill=col, width=2)
+        f = [(X((j + 1) * step), Y(r["pl_pairwise_f"])) for j, r in enumerate(c["rounds"]) if r["pl_pairwise_f"] is not None]
+        for a, b in zip(f[::2], f[1::2]):
+            d.line([a, b], fill=col, width=1)
+        d.line([(W - 220, 30 + 20 * i), (W - 195, 30 + 20 * i)], fill=col, width=2)
+        d.text((W - 190, 24 + 20 * i), c["name"], fill="black")
+    d.text((W - 220, 40 + 20 * len(result["curves"])), "solid: mAP; dashed: pseudo-label F", fill="black")
+    img.save(path)
 
 
 def table(runs: list[dict]) -> str:
@@ -274,6 +454,76 @@ def table(runs: list[dict]) -> str:
             cells.append(f"{x.mean():.1f} ± {x.std():.1f}" if len(x) else "-")
         lines.append(f"| {v} | " + " | ".join(cells) + f" | {len(rs)} |")
     return "\n".join(lines)
+
+
+def shared_knobs(overrides: list[str]) -> list[str]:
+    """Of CALR's tuned knobs, those that are not CALR's own (the network and the memory): the
+    baseline runs with them too."""
+    return [o for o in overrides if o.startswith(("model.", "train.bn_group", "train.memory"))]
+
+
+def chosen_file(path: Path) -> dict | None:
+    return json.loads(path.read_text())["chosen"] if path.is_file() else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--setting", choices=list(SETTINGS), default="uda",
+                    help="uda: from the source model (the demo); usl: from ImageNet, no labels (the paper's)")
+    ap.add_argument("--tune", choices=("baseline", "calr"), default=None, help="run a grid on the tuning seed")
+    ap.add_argument("--curves", action="store_true", help="long-schedule learning curves on the tuning seed")
+    ap.add_argument("--seeds", nargs="+", default=None, help="target:source world seeds (default 1:7 2:8 3:9)")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--ablation-seeds", nargs="+", default=None,
+                    help="run infomap/refine/weights on these seeds only (default: every seed)")
+    ap.add_argument("--set", "-S", dest="overrides", action="append", default=[])
+    ap.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "work",
+                    help="where runs keep their artifacts while they run (default benchmarks/work)")
+    ap.add_argument("--fresh", action="store_true", help="ignore kept runs: run everything again")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    os.environ.setdefault("CALR_LOG", "WARNING")
+    suffix = "" if args.setting == "uda" else f"-{args.setting}"
+    store = Store(RESULTS / f"runs-{args.setting}.jsonl", args.fresh)
+    calr = chosen_file(RESULTS / f"calr-tuning{suffix}.json")
+    tuned = knob_overrides({k: v for k, v in calr.items() if k != "mAP"}) if calr else []
+    runner = Runner(args.setting, SETTINGS[args.setting], args.overrides, args.work, store)
+    t0 = time.perf_counter()
+    if args.tune:
+        if args.tune == "baseline":  # the baseline's grid at CALR's tuned knobs that are not CALR's own
+            runner.overrides = [*runner.overrides, *shared_knobs(tuned)]
+        result = tune(runner, args.tune, (args.seeds or [TUNING_SEED])[0])
+        out = args.out or RESULTS / f"{args.tune}-tuning{suffix}.json"
+        print(f"{args.tune} chosen: {result['chosen']}")
+    elif args.curves:
+        baseline = chosen_file(RESULTS / f"baseline-tuning{suffix}.json") or BASELINE_START
+        # every schedule key written out, so that a later preset's schedule leaves these runs kept
+        long = ["--rounds", "30", "-S", "train.iters=100", "-S", "train.weights_from=5", "-S", "train.camera_rounds=3"]
+        plan = {"calr, phase 1 x5": ("calr", [*long, "--intra-rounds", "2", "-S", "intra.iters=20"], []),
+                "calr, phase 1 x33": ("calr", [*long, "--intra-rounds", "5", "-S", "intra.iters=50"], []),
+                "baseline": ("baseline", [*long, "--intra-rounds", "2", "-S", "intra.iters=20"],
+                             baseline_overrides(baseline))}
+        result = curves(runner, (args.seeds or [TUNING_SEED])[0], plan)
+        out = args.out or RESULTS / f"curves{suffix}.json"
+        plot(result, out.with_suffix(".png"))
+    else:
+        chosen = chosen_file(RESULTS / f"baseline-tuning{suffix}.json")
+        runs = []
+        for seed in args.seeds or ["1:7", "2:8", "3:9"]:
+            for v in args.variants:
+                if v not in HEADLINE and args.ablation_seeds and seed not in args.ablation_seeds:
+                    continue
+                knobs = [*shared_knobs(tuned), *baseline_overrides(chosen)] if v == "baseline" and chosen else tuned
+                runs.append(row(runner.run(v, seed, knobs)))
+        exact = [*SETTINGS[args.setting], *[a for o in tuned for a in ("-S", o)]]
+        result = {"configure": exact, "overrides": args.overrides, "baseline": chosen,
+                  "calr": calr, "ablation_seeds": args.ablation_seeds, "runs": runs}
+        out = args.out or RESULTS / f"compare{suffix}.json"
+        print(table(runs))
+    result["seconds"] = round(time.perf_counter() - t0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out} ({result['seconds']} s this time)")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "rounds": chain(5),
     },
 }
+# The paper's own setting on the same synthetic world: ImageNet MobileNetV2 (an offline file), no
+# label anywhere, at the schedule chosen from the learning curves (docs/benchmarks.md).
+PRESETS["demo-usl"] = {
+    **PRESETS["demo"],
+    "model": {"arch": "mobilenet_v2", "weights": "imagenet", "height": 64, "width": 32},
+}
+DEMOS = ("demo", "demo-usl")  # render their own synthetic world; compared with market1501's layout
 # What each section drives (the comment beside it in params.yaml).
 SECTIONS = {
     "data": "synth, prepare: the dataset",
@@ -74,11 +81,11 @@ def _flow(value: Any) -> str:
 
 def render(name: str, tree: dict[str, Any] | None = None, command: str = "") -> str:
     """params.yaml text for ``tree`` (default: the preset's values): every key, one section per
-    stage, and ``# paper: X`` beside each value that differs from the paper's (for `demo`: from
-    market1501's, the layout of its synthetic world)."""
+    stage, and ``# paper: X`` beside each value that differs from the paper's (for the demos: from
+    market1501's, the layout of their synthetic world)."""
     tree = tree if tree is not None else values(name)
     parse_params(tree)  # a preset that does not load is a bug here, not the user's
-    paper = _merge(PRESETS["market1501" if name == "demo" else name])
+    paper = _merge(PRESETS["market1501" if name in DEMOS else name])
     lines = [f"# Every setting of the pipeline, one section per stage; written by `{command or f'calr-stage configure --preset {name}'}`.",
              "# Other presets: `calr-stage configure --list`. One run's override without editing:",
              "# `dvc exp run -S train.lr=0.0001` (or a stage's --set).", ""]
@@ -111,7 +118,7 @@ def describe() -> str:
             ("intra", "iters"), ("intra", "batch_size"), ("train", "iters"), ("train", "batch_size"),
             ("train", "num_instances"), ("train", "lr"), ("train", "weights_from"), ("train", "camera_rounds"),
             ("cluster", "eps")]
-    out = ["every preset but demo: the paper's values (calr_core/config.py), e.g. "
+    out = ["every preset but the demos: the paper's values (calr_core/config.py), e.g. "
            + ", ".join(f"{s}.{k}={_flow(getattr(getattr(d, s), k))}" for s, k in keys) + "; then:"]
     for name, sets in PRESETS.items():
         parts = []

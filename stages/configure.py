@@ -21,7 +21,7 @@ def backup_name(path: Path) -> Path:
 
 @stage
 def configure(
-    preset: Optional[str] = typer.Option(None, help="market1501 | dukemtmc | msmt17 | veri776 | manifest | demo."),
+    preset: Optional[str] = typer.Option(None, help="market1501 | dukemtmc | msmt17 | veri776 | manifest | demo | demo-usl."),
     root: Optional[Path] = typer.Option(None, help="The dataset folder (for `manifest`: the CSV/Parquet "
                                         "file). Its training cameras become data.cameras."),
     rounds: Optional[int] = typer.Option(None, help="Phase-2 rounds to write (default: the preset's; paper 50)."),
@@ -45,9 +45,9 @@ def configure(
     if preset is None:
         raise ValueError("--preset: missing (one of " + ", ".join(presets.PRESETS) + "; --list says what each sets)")
     tree = presets.values(preset)  # refuses an unknown preset
-    if preset == "demo":
+    if preset in presets.DEMOS:
         if root is not None:
-            raise ValueError("--root: the demo preset renders its own synthetic world into data/synth; "
+            raise ValueError(f"--root: the {preset} preset renders its own synthetic world into data/synth; "
                              "drop --root, or pick a dataset preset")
     else:
         if root is None:

@@ -28,7 +28,7 @@ def test_the_repository_params_are_the_demo_preset():
     assert (ROOT / "params.yaml").read_text() == presets.render("demo")
 
 
-@pytest.mark.parametrize("name", [n for n in presets.PRESETS if n != "demo"])
+@pytest.mark.parametrize("name", [n for n in presets.PRESETS if n not in presets.DEMOS])
 def test_presets_carry_the_papers_settings(name):
     """METHOD: ResNet-50 from ImageNet, 256 x 128 (224 x 224 for vehicles), phase 1 = 20 rounds of
     100 iterations at batch 64 = 16 x 4, phase 2 = 50 rounds at batch 256 = 16 x 16, 400 iterations
