@@ -128,16 +128,21 @@ class Store:
         atomic_write_text(self.path, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in self.runs))
 
 
+_RENDERED: dict[str, Path] = {}
+
+
 def configure(args: list[str], work: Path) -> Path:
-    """The params.yaml that `calr-stage configure ARGS` writes (rendered once under ``work``)."""
-    path = work / "params" / f"{digest(args)}.yaml"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.yaml")
+    """The params.yaml that `calr-stage configure ARGS` writes (rendered once a process, as the
+    presets may change between processes)."""
+    key = digest(args)
+    if key not in _RENDERED:
+        folder = work / "params"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{key}-{os.getpid()}.yaml"
         subprocess.run([str(Path(sys.executable).with_name("calr-stage")), "configure", *args,
-                        "--params", str(tmp)], check=True, stdout=subprocess.DEVNULL)
-        tmp.replace(path)
-    return path
+                        "--params", str(path)], check=True, stdout=subprocess.DEVNULL)
+        _RENDERED[key] = path
+    return _RENDERED[key]
 
 
 def round_record(artifacts: Path, rnd: int) -> dict:

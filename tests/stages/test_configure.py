@@ -50,6 +50,20 @@ def test_presets_carry_the_papers_settings(name):
     assert re.search(r"^  iters: 7 +# paper: %d$" % t["train"]["iters"], changed, re.M)
 
 
+def test_demo_usl_is_the_demo_world_from_imagenet_at_its_chosen_schedule():
+    """The paper's setting (no label anywhere: ImageNet weights, nothing pretrained) on the demo's
+    world, at ~33 passes a camera in phase 1 and ~100 passes in phase 2 (docs/benchmarks.md)."""
+    usl, demo = presets.values("demo-usl"), presets.values("demo")
+    assert (usl["model"]["arch"], usl["model"]["weights"], usl["model"]["height"], usl["model"]["width"]) == \
+        ("mobilenet_v2", "imagenet", 64, 32)
+    assert usl["data"] == demo["data"] and usl["cluster"] == demo["cluster"]
+    assert usl["intra"]["rounds"] == chained(5) and usl["rounds"] == chained(15)
+    phase1 = 5 * usl["intra"]["iters"] * usl["intra"]["batch_size"] / (962 / 4)
+    phase2 = 15 * usl["train"]["iters"] * usl["train"]["batch_size"] / 962
+    assert 30 <= phase1 <= 36 and 95 <= phase2 <= 105, (phase1, phase2)
+    assert "# paper: imagenet" not in presets.render("demo-usl")
+
+
 def test_list_names_every_preset_and_what_it_sets():
     res = runner.invoke(app, ["configure", "--list"])
     assert res.exit_code == 0
@@ -98,6 +112,7 @@ def load_tree(path):
     (["--preset", "demo", "-S", "train.iters=many"], "--set: train.iters: expected int"),
     (["--preset", "demo", "--rounds", "0"], "--rounds 0: expected at least 1"),
     (["--preset", "demo", "--root", "x"], "--root: the demo preset renders its own"),
+    (["--preset", "demo-usl", "--root", "x"], "--root: the demo-usl preset renders its own"),
 ])
 def test_bad_input_fails_in_one_line_and_writes_nothing(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
