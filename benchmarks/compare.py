@@ -415,8 +415,9 @@ def phase1_passes(p) -> float:
     return len(p.intra.rounds) * p.intra.iters * p.intra.batch_size / 245.0
 
 
-def plot(result: dict, path: Path) -> None:
-    """curves.png: mAP (solid) and pseudo-label F (dashed) against passes per training image."""
+def plot(result: dict, path: Path, chosen: float | None = None) -> None:
+    """curves.png: mAP (solid) and pseudo-label F (dashed) against passes per training image;
+    a dotted line at ``chosen`` passes."""
     from PIL import Image, ImageDraw
     W, H, L, B = 900, 520, 60, 50
     img = Image.new("RGB", (W, H), "white")
@@ -429,8 +430,12 @@ def plot(result: dict, path: Path) -> None:
     for t in range(0, 11, 2):
         d.text((L - 35, Y(t / 10) - 6), f"{10 * t}%", fill="black")
         d.line([(L, Y(t / 10)), (W - 230, Y(t / 10))], fill=(230, 230, 230))
-    for t in np.linspace(0, xmax, 6):
-        d.text((X(t) - 10, H - B + 8), f"{t:.0f}", fill="black")
+    for t in range(0, int(xmax) + 1, 25):
+        d.text((X(t) - 10, H - B + 8), f"{t}", fill="black")
+    if chosen:  # the preset's phase-2 passes
+        for y in range(20, H - B, 8):
+            d.line([(X(chosen), y), (X(chosen), y + 3)], fill="black")
+        d.text((X(chosen) + 4, 22), f"demo-usl: {chosen:.0f} passes", fill="black")
     d.text((L + 150, H - 20), "phase-2 passes per training image", fill="black")
     for i, c in enumerate(result["curves"]):
         col = colours[i % len(colours)]
@@ -444,6 +449,21 @@ def plot(result: dict, path: Path) -> None:
         d.text((W - 190, 24 + 20 * i), c["name"], fill="black")
     d.text((W - 220, 40 + 20 * len(result["curves"])), "solid: mAP; dashed: pseudo-label F", fill="black")
     img.save(path)
+
+
+def curve_table(result: dict, every: int = 3) -> str:
+    """Markdown: each curve's mAP / pseudo-label F every few rounds, against passes per image."""
+    cs = result["curves"]
+    lines = ["| round | iterations | passes | " + " | ".join(c["name"] for c in cs) + " |",
+             "| --- " * (3 + len(cs)) + "|"]
+    n = max(len(c["rounds"]) for c in cs)
+    for i in [*range(every - 1, n, every)]:
+        c0 = cs[0]
+        cells = [f"{100 * c['rounds'][i]['mAP']:.1f} / {100 * (c['rounds'][i]['pl_pairwise_f'] or 0):.1f}"
+                 if i < len(c["rounds"]) else "" for c in cs]
+        lines.append(f"| {i} | {(i + 1) * c0['iters']} | {(i + 1) * c0['iters'] * c0['passes_per_iteration']:.0f} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(runs: list[dict]) -> str:
@@ -510,7 +530,10 @@ def main() -> None:
                              baseline_overrides(baseline))}
         result = curves(runner, (args.seeds or [TUNING_SEED])[0], plan)
         out = args.out or RESULTS / f"curves{suffix}.json"
-        plot(result, out.with_suffix(".png"))
+        p = runner.params(TUNING_SEED, [])[2]  # the setting's own schedule, marked on the plot
+        images = p.train.batch_size / result["curves"][0]["passes_per_iteration"]
+        plot(result, out.with_suffix(".png"), len(p.rounds) * p.train.iters * p.train.batch_size / images)
+        print(curve_table(result))
     else:
         chosen = chosen_file(RESULTS / f"baseline-tuning{suffix}.json")
         runs = []
