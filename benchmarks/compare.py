@@ -457,6 +457,17 @@ def plot(result: dict, path: Path, chosen: float | None = None) -> None:
     img.save(path)
 
 
+def grid_table(result: dict) -> str:
+    """Markdown: each run of a grid in the order run, its knobs that vary, score and last mAP (%)."""
+    grid = result["grid"]
+    knobs = [k for k in grid[0] if k not in ("score", "mAP", "pl_f", "mAP_by_round", "seconds")
+             and len({str(g[k]) for g in grid}) > 1]
+    lines = ["| " + " | ".join(knobs) + " | mean mAP, last 3 rounds | last mAP |", "| --- " * (len(knobs) + 2) + "|"]
+    for g in grid:
+        lines.append("| " + " | ".join(str(g[k]) for k in knobs) + f" | {100 * g['score']:.1f} | {100 * g['mAP']:.1f} |")
+    return "\n".join(lines)
+
+
 def curve_table(result: dict, every: int = 3) -> str:
     """Markdown: each curve's mAP / pseudo-label F every few rounds, against passes per image."""
     cs = result["curves"]
@@ -525,6 +536,7 @@ def main() -> None:
             runner.overrides = [*runner.overrides, *shared_knobs(tuned)]
         result = tune(runner, args.tune, (args.seeds or [TUNING_SEED])[0])
         out = args.out or RESULTS / f"{args.tune}-tuning{suffix}.json"
+        print(grid_table(result))
         print(f"{args.tune} chosen: {result['chosen']}")
     elif args.curves:
         baseline = chosen_file(RESULTS / f"baseline-tuning{suffix}.json") or BASELINE_START

@@ -129,7 +129,7 @@ class Scored:
 
 
 def test_the_grids_find_an_optimum_past_their_edges_and_calr_gets_at_least_the_baselines_runs(tmp_path):
-    from benchmarks.compare import tune
+    from benchmarks.compare import grid_table, tune
     # the baseline's best: eps 0.2 (below the grid), min_samples 2, k1 20, k2 6
     base = Scored(tmp_path, lambda k: -abs(float(k["cluster.dbscan_eps"]) - 0.2) - abs(int(k["cluster.dbscan_min_samples"]) - 2)
                   - abs(int(k["cluster.dbscan_k1"]) - 20) / 100 - abs(int(k["cluster.dbscan_k2"]) - 6) / 100)
@@ -137,6 +137,7 @@ def test_the_grids_find_an_optimum_past_their_edges_and_calr_gets_at_least_the_b
     assert {k: result["chosen"][k] for k in ("k1", "k2", "eps", "min_samples")} == {"k1": 20, "k2": 6, "eps": 0.2, "min_samples": 2}
     assert {0.1, 0.2} <= {g["eps"] for g in result["grid"]}  # extended until the best is inside
     assert len(base.runs) == len(result["grid"]) == len({tuple(sorted(r.items())) for r in base.runs})
+    assert len(grid_table(result).splitlines()) == 2 + len(base.runs) and "| eps |" in grid_table(result)
     # CALR: the best eps 0.7 is an upper edge (0.8 is tried), the hard memory wins, the rest is flat
     calr = Scored(tmp_path, lambda k: -abs(float(k["cluster.eps"]) - 0.7) + (k["train.memory"] == "hard"))
     chosen = tune(calr, "calr", "4:10")["chosen"]
