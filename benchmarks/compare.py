@@ -332,6 +332,10 @@ CALR_GRID = {"cluster.eps": (0.4, 0.5, 0.6, 0.7), "cluster.k1": (10, 15, 20, 30)
              "intra.ratio": (3, 5, 8), "train.camera_loss": ("clean", "reference"),
              "train.camera_rounds": (1, 3, 6), "train.weights_from": (2, 5, 10),
              "model.pooling": ("gem", "avg"), "train.bn_group": (0, 16), "train.memory": ("mean", "hard")}
+# Where CALR's descent starts: the paper's values (the demo's cluster settings, weights from round 5).
+CALR_START = {"cluster.eps": 0.5, "cluster.k1": 15, "cluster.k2": 4, "intra.ratio": 5, "train.camera_loss": "clean",
+              "train.camera_rounds": 3, "train.weights_from": 5, "model.pooling": "gem", "train.bn_group": 0,
+              "train.memory": "mean"}
 # train.bn_group 16: BatchNorm over a quarter of the batch, as the paper's 256 images on 4 GPUs (64 a GPU);
 # statistics over 64 images are what every run at batch 64 already has.
 
@@ -387,9 +391,7 @@ def tune(runner: Runner, which: str, seed: str) -> dict:
         for key in ("k2", "min_samples", "k1"):
             best = sweep(best, key, BASELINE_GRID[key], BASELINE_EXTEND[key])
     else:
-        from calr_core.config import load_params
-        p = load_params(configure(runner.configure_args, runner.work))
-        best = {k: getattr(getattr(p, k.split(".")[0]), k.split(".")[1]) for k in CALR_GRID}
+        best = dict(CALR_START)
         bounds = {"cluster.eps": (0.1, 0.9, 0.1), "cluster.k1": (5, 60, None), "cluster.k2": (1, 16, None),
                   "intra.ratio": (2, 16, None), "train.weights_from": (0, 40, None), "train.camera_rounds": (0, 40, None)}
         for key, values in CALR_GRID.items():
