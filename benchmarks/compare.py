@@ -543,7 +543,8 @@ def main() -> None:
     elif args.curves:
         baseline = chosen_file(RESULTS / f"baseline-tuning{suffix}.json") or BASELINE_START
         # every schedule key written out, so that a later preset's schedule leaves these runs kept
-        long = ["--rounds", "30", "-S", "train.iters=100", "-S", "train.weights_from=5", "-S", "train.camera_rounds=3"]
+        long = ["--rounds", "30", "-S", "train.iters=100", "-S", "train.weights_from=5", "-S", "train.camera_rounds=3",
+                "-S", "cluster.eps=0.5", "-S", "cluster.k1=15"]  # the paper's values: the curves came before tuning
         plan = {"calr, phase 1 x5": ("calr", [*long, "--intra-rounds", "2", "-S", "intra.iters=20"], []),
                 "calr, phase 1 x33": ("calr", [*long, "--intra-rounds", "5", "-S", "intra.iters=50"], []),
                 "baseline": ("baseline", [*long, "--intra-rounds", "2", "-S", "intra.iters=20"],

@@ -42,10 +42,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 # The paper's own setting on the same synthetic world: ImageNet MobileNetV2 (an offline file), no
 # label anywhere, at the schedule chosen from the learning curves (docs/benchmarks.md "The paper's
 # setting"): phase 1 ~33 passes a camera (5 rounds x 50 iterations of 32), phase 2 ~100 passes
-# (15 rounds x 100 iterations of 64), where CALR's curve flattens.
+# (15 rounds x 100 iterations of 64), where CALR's curve flattens; Infomap's eps and k1 as tuned
+# on world 4 (benchmarks/results/calr-tuning-usl.json).
 PRESETS["demo-usl"] = {
     **PRESETS["demo"],
     "model": {"arch": "mobilenet_v2", "weights": "imagenet", "height": 64, "width": 32},
+    "cluster": {"eps": 0.6, "k1": 10},
     "intra": {"rounds": chain(5), "iters": 50, "batch_size": 32},
     "train": {**PRESETS["demo"]["train"], "iters": 100, "weights_from": 5},
     "rounds": chain(15),
