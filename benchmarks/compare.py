@@ -49,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
+from calr_core.config import Params
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SETTINGS: dict[str, list[str]] = {"uda": ["--preset", "demo"], "usl": ["--preset", "demo-usl"]}
@@ -332,10 +334,8 @@ CALR_GRID = {"cluster.eps": (0.4, 0.5, 0.6, 0.7), "cluster.k1": (10, 15, 20, 30)
              "intra.ratio": (3, 5, 8), "train.camera_loss": ("clean", "reference"),
              "train.camera_rounds": (1, 3, 6), "train.weights_from": (2, 5, 10),
              "model.pooling": ("gem", "avg"), "train.bn_group": (0, 16), "train.memory": ("mean", "hard")}
-# Where CALR's descent starts: the paper's values (the demo's cluster settings, weights from round 5).
-CALR_START = {"cluster.eps": 0.5, "cluster.k1": 15, "cluster.k2": 4, "intra.ratio": 5, "train.camera_loss": "clean",
-              "train.camera_rounds": 3, "train.weights_from": 5, "model.pooling": "gem", "train.bn_group": 0,
-              "train.memory": "mean"}
+# Where CALR's descent starts: the paper's values, calr_core.config's defaults.
+CALR_START = {k: getattr(getattr(Params(), k.split(".")[0]), k.split(".")[1]) for k in CALR_GRID}
 # train.bn_group 16: BatchNorm over a quarter of the batch, as the paper's 256 images on 4 GPUs (64 a GPU);
 # statistics over 64 images are what every run at batch 64 already has.
 
@@ -409,18 +409,19 @@ def curves(runner: Runner, seed: str, plan: dict) -> dict:
     for name, (variant, configure_extra, extra) in plan.items():
         record = runner.run(variant, seed, extra, configure_extra, name=name)
         p = runner.params(seed, [*extra, *VARIANTS[variant]], configure_extra)[2]
-        per_pass = p.train.batch_size / record["rounds"][0]["pl_n_images"] if record["rounds"][0].get("pl_n_images") else None
+        images = record["rounds"][0]["pl_n_images"]  # the world's training images
+        per_pass = p.train.batch_size / images
         out.append({"name": name, "variant": variant, "configure": record["configure"], "overrides": extra,
                     "iters": p.train.iters, "passes_per_iteration": per_pass, "source_mAP": record["source_mAP"],
-                    "phase1_passes": phase1_passes(p), "phase1": record.get("phase1"),
+                    "phase1_passes": phase1_passes(p, images), "phase1": record.get("phase1"),
                     "rounds": [{k: r.get(k) for k in ("round", "mAP", "Rank-1", "pl_pairwise_f", "pl_n_clusters",
                                                       "pl_n_outliers", "camera_spans")} for r in record["rounds"]]})
     return {"tuning_seed": seed, "setting": runner.setting, "curves": out}
 
 
-def phase1_passes(p) -> float:
-    """Images seen per training image of a camera in phase 1 (the demo world: ~245 a camera)."""
-    return len(p.intra.rounds) * p.intra.iters * p.intra.batch_size / 245.0
+def phase1_passes(p, images: float) -> float:
+    """Images seen per training image of a camera in phase 1 (``images``: the world's, all cameras)."""
+    return len(p.intra.rounds) * p.intra.iters * p.intra.batch_size / (images / len(p.data.cameras))
 
 
 def plot(result: dict, path: Path, chosen: float | None = None) -> None:
