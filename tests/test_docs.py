@@ -1,9 +1,11 @@
 """The project's own documentation holds together (fast: reads text files only).
 
-- Every citation ``docs/<name>.md``, optionally followed by a space and a double-quoted heading,
-  in the code (calr_core/, stages/, benchmarks/, tests/), dvc.yaml, params.yaml, README.md,
-  CHANGELOG.md and docs/*.md names a file that exists and, when a heading is quoted, a markdown
-  heading (any level) with exactly that text.
+- Every markdown file cited, ``<path>.md`` optionally followed by a space and a double-quoted
+  heading, in the code (calr_core/, stages/, benchmarks/, tests/), dvc.yaml, params.yaml,
+  Makefile, pyproject.toml, README.md, CHANGELOG.md and docs/*.md exists and, when a heading is
+  quoted, has a markdown heading (any level) with exactly that text. A path resolves from the
+  repository's root; a bare name from the citing file's folder, the root or docs/ (the CHANGELOG
+  lists docs pages by name). Web addresses are not citations.
 - The retired specification file is named nowhere but in CHANGELOG.md.
 - Every relative markdown link of README.md and docs/*.md points at a file that exists, and an
   ``#anchor`` at a heading whose GitHub-style slug it is.
@@ -16,10 +18,10 @@ from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("calr_core", "stages", "benchmarks", "tests")
-TOP_FILES = ("dvc.yaml", "params.yaml", "README.md", "CHANGELOG.md")
+TOP_FILES = ("dvc.yaml", "params.yaml", "Makefile", "pyproject.toml", "README.md", "CHANGELOG.md")
 RETIRED = "METHOD" + ".md"  # spelled in two parts so this file does not name it
 
-CITATION = re.compile(r'docs/([\w./-]+?\.md)(?: "([^"\n]+)")?')
+CITATION = re.compile(r'(?<![\w./:-])((?:[\w.-]+/)*[\w.-]*\w\.md)\b(?: "([^"\n]+)")?')
 HEADING = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$")
 FENCE = re.compile(r"^ {0,3}(```|~~~)")
 INLINE_LINK = re.compile(r"\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -77,17 +79,24 @@ def anchors(path: Path) -> set[str]:
     return out
 
 
-def citation_errors(text: str, where: str, root: Path = ROOT) -> list[str]:
+def cited_file(name: str, where: Path, root: Path) -> Path | None:
+    """The file a citation names: a path from the root; a bare name from the citing file's
+    folder, the root or docs/."""
+    places = [root] if "/" in name else [where.parent, root, root / "docs"]
+    return next((p / name for p in places if (p / name).is_file()), None)
+
+
+def citation_errors(text: str, where: str | Path, root: Path = ROOT) -> list[str]:
     """One line per citation in ``text`` whose file or quoted heading does not exist."""
-    errors = []
+    errors, where = [], Path(where)
     for m in CITATION.finditer(text):
         name, heading = m.group(1), m.group(2)
         line = text.count("\n", 0, m.start()) + 1
-        target = root / "docs" / name
-        if not target.is_file():
-            errors.append(f"{where}:{line}: cites docs/{name}, which does not exist")
+        target = cited_file(name, root / where, root)
+        if target is None:
+            errors.append(f"{where}:{line}: cites {name}, which does not exist")
         elif heading is not None and heading not in headings(target):
-            errors.append(f"{where}:{line}: cites docs/{name} \"{heading}\", but docs/{name} has no "
+            errors.append(f"{where}:{line}: cites {name} \"{heading}\", but {name} has no "
                           f"such heading (it has: {'; '.join(headings(target))})")
     return errors
 
@@ -140,21 +149,27 @@ def test_method_doc_has_the_headings_others_link_to():
 
 
 def test_checkers_catch_what_they_should(tmp_path):
-    """The checks above fail on a broken citation or link (the strings are built in parts so
-    that this file's own scan does not see them)."""
+    """The checks above fail on a broken citation or link (every name ends in MD, built at run
+    time, so that this file's own scan does not see it)."""
+    md = "." + "md"
     docs = tmp_path / "docs"
     docs.mkdir()
-    (docs / "guide.md").write_text("# Guide\n\n## Step one: set up\n\n```\n## not a heading\n```\n")
-    cite = "docs" + "/guide.md"
+    (docs / f"guide{md}").write_text("# Guide\n\n## Step one: set up\n\n```\n## not a heading\n```\n")
+    (tmp_path / f"NOTES{md}").write_text("# Notes\n")
+    cite = f"docs/guide{md}"
     assert citation_errors(f'see {cite} "Step one: set up".', "x", tmp_path) == []
     assert citation_errors(f"see {cite}.", "x", tmp_path) == []
+    assert citation_errors(f"see guide{md} and NOTES{md} \"Notes\".", "x", tmp_path) == []  # bare names
+    assert citation_errors(f"see https://example.org/a/MISSING{md}.", "x", tmp_path) == []  # a web address
     assert len(citation_errors(f'see {cite} "Step two".', "x", tmp_path)) == 1
     assert len(citation_errors(f'see {cite} "not a heading".', "x", tmp_path)) == 1
-    assert len(citation_errors("see " + "docs" + "/missing.md.", "x", tmp_path)) == 1
-    page = docs / "page.md"
-    page.write_text("# Page\n\n[ok](guide.md#step-one-set-up) [top](#page) [web](https://example.org/x.md)\n"
-                    "`[code](nowhere.md)`\n\n[bad](missing.md) [bad anchor](guide.md#step-two)\n")
+    assert len(citation_errors(f"see docs/missing{md}.", "x", tmp_path)) == 1
+    assert len(citation_errors(f'the table of DESIGN{md} "Artifacts"', "x", tmp_path)) == 1  # any name
+    assert len(citation_errors(f"see src/guide{md}.", "x", tmp_path)) == 1  # a path is from the root
+    page = docs / f"page{md}"
+    page.write_text(f"# Page\n\n[ok](guide{md}#step-one-set-up) [top](#page) [web](https://example.org/x{md})\n"
+                    f"`[code](nowhere{md})`\n\n[bad](missing{md}) [bad anchor](guide{md}#step-two)\n")
     assert [e.split(": ", 1)[1].split(")")[0] for e in link_errors(page)] == [
-        "link (missing.md", "link (guide.md#step-two"]
+        f"link (missing{md}", f"link (guide{md}#step-two"]
     assert slug("Phase 2: inter-camera training") == "phase-2-inter-camera-training"
     assert slug("The reference's quirks") == "the-references-quirks"

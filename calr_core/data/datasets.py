@@ -1,6 +1,6 @@
 """Dataset readers: Market-1501, DukeMTMC-reID, MSMT17 (V1/V2), VeRi-776 and manifest files.
 
-Every reader returns the same table, the "manifest" of DESIGN.md "Artifacts":
+Every reader returns the same table, the "manifest" of docs/pipeline.md "Artifacts":
 
     image_id  str    stable id of the image: its path relative to the root, POSIX separators
                      (a manifest file may bring its own ``image_id`` column instead). Labels of
