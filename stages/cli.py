@@ -7,6 +7,7 @@ from calr_stages.cluster_global import cluster_global
 from calr_stages.cluster_intra import cluster_intra, select_local
 from calr_stages.code import code
 from calr_stages.configure import configure
+from calr_stages.doctor import doctor
 from calr_stages.evaluate import evaluate
 from calr_stages.export import export
 from calr_stages.extract import extract
@@ -27,7 +28,7 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 for command in (configure, synth, prepare, pretrain, intra, round_, init, extract, cluster_intra, select_local,
-                cluster_global, train, evaluate, report, search, export, code):
+                cluster_global, train, evaluate, report, search, export, code, doctor):
     app.command(command.__name__.strip("_").replace("_", "-"))(command)
 
 
