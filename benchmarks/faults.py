@@ -1,6 +1,6 @@
 """The crash and bad-input matrix, on the tiny DAG of tests/project.py (real git + DVC projects).
 
-    python -m benchmarks.faults [--campaigns 3] [--part all|determinism|crashes|bad]
+    python -m benchmarks.faults [--campaigns 3] [--part all|determinism|crashes|bad|sweep]
 
 - determinism: two uninterrupted `dvc repro` runs of fresh projects; every file under
   artifacts/ and data/ and dvc.lock must be byte-identical.
@@ -18,6 +18,7 @@
 - bad inputs: each case damages one input of a finished project (a hard-linked copy: damage
   replaces files, never edits them in place), runs one stage, and checks exit code 2, exactly
   one line on stderr naming the file or key, no new or changed artifact.
+- sweep: a kill at every state-changing system call of a few stages (benchmarks/sweep.py).
 Writes benchmarks/results/faults.json and prints the tables (docs/reliability.md "Crashes and resuming").
 """
 from __future__ import annotations
@@ -59,14 +60,26 @@ def kind(stage: str) -> str:
     return stage.split("@")[0]
 
 
-def snapshot(repo: Path) -> dict[str, str]:
+def snapshot(repo: Path, known: dict | None = None) -> dict[str, str]:
     """md5 of every file the pipeline writes (artifacts/, data/) and of dvc.lock. The training
     curves and their metrics are hashed without their wall-clock fields (paths.TIMED_FIELDS),
-    and so are dvc.lock's hashes of them and of the folders that hold them."""
+    and so are dvc.lock's hashes of them and of the folders that hold them. ``known``: md5s by
+    (inode, size, mtime), filled as it goes, so that hard-linked copies are read once."""
     files = [p for top in ("artifacts", "data") for p in (repo / top).rglob("*")
              if p.is_file() and ".recovery" not in p.parts]
     files.append(repo / "dvc.lock")
-    return {str(p.relative_to(repo)): hashlib.md5(_untimed(repo, p)).hexdigest() for p in sorted(files)}
+    out = {}
+    for p in sorted(files):
+        st = p.stat()
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, str(p.relative_to(repo)))
+        if known is None or key not in known:
+            digest = hashlib.md5(_untimed(repo, p)).hexdigest()
+            if known is None:
+                out[key[3]] = digest
+                continue
+            known[key] = digest
+        out[key[3]] = known[key]
+    return out
 
 
 def _untimed(repo: Path, path: Path) -> bytes:
@@ -396,12 +409,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--campaigns", type=int, default=3)
     ap.add_argument("--kills-per-kind", type=int, default=1)
-    ap.add_argument("--part", choices=["all", "determinism", "crashes", "bad"], default="all")
+    ap.add_argument("--part", choices=["all", "determinism", "crashes", "bad", "sweep"], default="all")
+    ap.add_argument("--stages", nargs="+", default=["prepare", "intra@0", "round@rnd0"],
+                    help="sweep: the DVC stages to kill at every call of")
+    ap.add_argument("--minutes", type=float, default=30, help="sweep: time for each stage's points")
     args = ap.parse_args()
     result = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     with tempfile.TemporaryDirectory(prefix="calr-faults-") as tmp:
         scratch = Path(tmp)
         t0 = time.monotonic()
+        if args.part == "sweep":
+            from benchmarks.sweep import sweep
+            result["sweep"] = sweep(scratch, args.stages, args.minutes)
+            result["machine"] = f"{os.cpu_count()} CPU cores"
+            RESULTS.write_text(json.dumps(result, indent=1) + "\n")
+            print(json.dumps({k: v for k, v in result["sweep"].items() if k != "differing"}, indent=1))
+            print(f"wrote {RESULTS}")
+            return
         first = uninterrupted(scratch, "reference")
         ref, reference, _, durations = first
         if args.part in ("all", "determinism"):
