@@ -329,7 +329,8 @@ BASELINE_GRID = {"k1": (15, 20, 30), "eps": (0.3, 0.4, 0.5, 0.6), "k2": (3, 6, 1
 BASELINE_START = {"k1": 15, "k2": 6, "eps": 0.4, "min_samples": 4}
 BASELINE_EXTEND = {"eps": (0.1, 0.9, 0.1), "min_samples": (1, 16, None), "k2": (2, 20, None), "k1": (5, 60, None)}
 # CALR's knobs, one at a time from the preset's values (coordinate descent, in this order), each
-# at the best value of those before it; an edge that wins is extended one step.
+# at the best value of those before it; an edge that wins is extended one step. A second pass
+# re-sweeps the knobs the first one moved, over their neighbours.
 CALR_GRID = {"cluster.eps": (0.4, 0.5, 0.6, 0.7), "cluster.k1": (10, 15, 20, 30), "cluster.k2": (2, 4, 8),
              "intra.ratio": (3, 5, 8), "train.camera_loss": ("clean", "reference"),
              "train.camera_rounds": (1, 3, 6), "train.weights_from": (2, 5, 10),
@@ -340,17 +341,26 @@ CALR_START = {k: getattr(getattr(Params(), k.split(".")[0]), k.split(".")[1]) fo
 # statistics over 64 images are what every run at batch 64 already has.
 
 
+def neighbours(values: tuple, best) -> tuple:
+    """``best`` with the values next to it in ``values`` (its order, as listed or sorted)."""
+    ordered = sorted(values) if all(isinstance(v, (int, float)) for v in values) else list(values)
+    if best not in ordered:
+        return (best,)
+    i = ordered.index(best)
+    return tuple(ordered[max(0, i - 1): i + 2])
+
+
 def step_out(values: tuple, best, bounds: tuple | None):
     """The next value past a winning edge of ``values`` (None: inside, or no room)."""
     if bounds is None or not isinstance(best, (int, float)) or isinstance(best, bool):
         return None
     lo, hi, step = bounds
     ordered = sorted(values)
-    if best == ordered[0]:
-        nxt = best - step if step else (best // 2 if isinstance(best, int) else None)
+    if best == ordered[0]:  # halving (or a step) down, but no further than the bound
+        nxt = best - step if step else (max(lo, best // 2) if isinstance(best, int) else None)
         return round(nxt, 3) if nxt is not None and nxt >= lo and nxt not in values else None
     if best == ordered[-1]:
-        nxt = best + step if step else best * 2
+        nxt = best + step if step else min(hi, best * 2)
         return round(nxt, 3) if nxt <= hi and nxt not in values else None
     return None
 
@@ -396,6 +406,9 @@ def tune(runner: Runner, which: str, seed: str) -> dict:
                   "intra.ratio": (2, 16, None), "train.weights_from": (0, 40, None), "train.camera_rounds": (0, 40, None)}
         for key, values in CALR_GRID.items():
             best = sweep(best, key, values, bounds.get(key))
+        # a second pass over the knobs the first one moved, each at the others' chosen values
+        for key in [k for k in CALR_GRID if best[k] != CALR_START[k]]:
+            best = sweep(best, key, neighbours(CALR_GRID[key], best[key]), bounds.get(key))
     chosen = max(grid, key=lambda g: g["score"])
     return {"tuning_seed": seed, "setting": runner.setting, "configure": runner.configure_args,
             "overrides": runner.overrides, "grid": grid,

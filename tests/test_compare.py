@@ -49,6 +49,8 @@ def test_a_winning_edge_of_a_grid_is_extended_one_step():
     assert step_out((0.3, 0.4, 0.5), 0.4, (0.1, 0.9, 0.1)) is None      # inside: done
     assert step_out((0.1, 0.2), 0.1, (0.1, 0.9, 0.1)) is None            # at the bound
     assert step_out((2, 4, 8), 8, (1, 16, None)) == 16 and step_out((2, 4, 8), 2, (1, 16, None)) == 1
+    assert step_out((3, 6, 10), 3, (2, 20, None)) == 2  # halving stops at the bound, not short of it
+    assert step_out((2, 6, 10), 2, (2, 20, None)) is None and step_out((3, 6, 12), 12, (2, 20, None)) == 20
     assert step_out(("clean", "reference"), "clean", None) is None
 
 
