@@ -27,6 +27,7 @@ stopped. Needs strace (Debian package `strace`); without it the sweep says so an
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -39,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks.faults import LOCK_CUT, RWLOCK_CUT, differences, snapshot
-from tests.project import TINY, make_project
+from tests.project import TINY, make_project, run
 
 POINTS_FILE = Path(__file__).parent / "results" / "sweep-points.jsonl"
 SYSCALLS = ("openat", "write", "pwrite64", "ftruncate", "fsync", "fdatasync", "rename", "renameat",
@@ -158,7 +159,7 @@ class Sweep:
         env, dvc = make_project(repo, TINY)
         upstream = _upstream(repo, env, stage)
         if upstream:
-            _check(subprocess.run(dvc + ["repro", *upstream], cwd=repo, env=env, capture_output=True, text=True))
+            run(dvc + ["repro", *upstream], repo, env)
         return repo, env, dvc
 
     def copy(self, src: Path, name: str) -> Path:
@@ -182,10 +183,8 @@ class Sweep:
         logs = self.scratch / "logs"
         logs.mkdir(exist_ok=True)
         t0 = time.monotonic()
-        res = subprocess.run(["strace", "-qq", "-y", "-o", str(logs / "dvc.trace"), "-e", f"trace={TRACE}", "--",
-                              *dvc, "repro", stage], cwd=repo,
-                             env=self.env(env, SWEEP_LOG=str(logs / "stage.trace")), capture_output=True, text=True)
-        _check(res)
+        run(["strace", "-qq", "-y", "-o", str(logs / "dvc.trace"), "-e", f"trace={TRACE}", "--", *dvc, "repro", stage],
+            repo, self.env(env, SWEEP_LOG=str(logs / "stage.trace")))
         secs = time.monotonic() - t0
         points = [Point(stage, proc, name, n, file, k)
                   for proc in ("dvc", "stage")
@@ -209,7 +208,7 @@ class Sweep:
                                     start_new_session=True)
             proc.wait()
         with_kill = log.is_file() and "killed by SIGKILL" in log.read_text()
-        with _suppress():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # anything the kill left running
         landed = _killed_call(log.read_text(), repo.resolve()) if with_kill else None
         mended, tries, failure = [], 0, None
@@ -281,9 +280,8 @@ def _upstream(repo: Path, env: dict, stage: str) -> list[str]:
     code = ("import sys, networkx as nx\nfrom dvc.repo import Repo\nr = Repo('.')\n"
             "s = [x for x in r.index.stages if x.addressing == sys.argv[1]]\n"
             "print(' '.join(sorted(x.addressing for x in nx.descendants(r.index.graph, s[0]))))")
-    res = subprocess.run([sys.executable, "-c", code, stage], cwd=repo, env=env, capture_output=True, text=True)
-    _check(res)
-    return res.stdout.split()
+    return subprocess.run([sys.executable, "-c", code, stage], cwd=repo, env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
 
 
 def _killed_call(trace: str, root: Path) -> str | None:
@@ -300,19 +298,6 @@ def _killed_call(trace: str, root: Path) -> str | None:
         return None
     m = last[-1]
     return f"{m.group(2)} {path_of(m.group(2), m.group(3), root).removeprefix(str(root) + '/')}"
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] in (ProcessLookupError, PermissionError)
-
-
-def _check(res: subprocess.CompletedProcess) -> None:
-    if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, res.args))[:200]} failed:\n{(res.stdout + res.stderr)[-3000:]}")
 
 
 def sweep(scratch: Path, stages: list[str], minutes: float) -> dict:
